@@ -1,0 +1,1 @@
+//! Example crate: see tests/kernels.rs.

@@ -1,0 +1,87 @@
+//! The tests that `#[vmtest]` registers, collected with `inventory`.
+
+use std::fmt::Debug;
+
+/// One `#[vmtest]` function, as the attribute registers it.
+///
+/// Built by the macro's expansion only; every field is filled from the
+/// attribute's arguments, with `None` meaning "the harness's default".
+#[derive(Debug)]
+pub struct VmTest {
+    /// The function's name.
+    pub name: &'static str,
+    /// `module_path!()` where the function is defined (starts with the crate name).
+    pub module_path: &'static str,
+    /// `env!("CARGO_MANIFEST_DIR")` of the crate defining the test: relative
+    /// kernel paths are resolved against it.
+    pub manifest_dir: &'static str,
+    /// Kernel images as written (may contain `${VAR}`); empty means `VMTEST_KERNEL`.
+    pub kernels: &'static [&'static str],
+    /// An explicit modules directory, as written (may contain `${VAR}`).
+    pub modules: Option<&'static str>,
+    /// Guest memory in MiB.
+    pub memory_mib: Option<u32>,
+    /// Guest vCPUs.
+    pub cpus: Option<u32>,
+    /// Extra kernel command-line arguments.
+    pub kernel_args: &'static str,
+    /// Per-test timeout in milliseconds.
+    pub timeout_ms: Option<u64>,
+    /// `#[ignore]` was given.
+    pub ignore: bool,
+    /// `#[should_panic]`, as given.
+    pub should_panic: ShouldPanic,
+    /// Calls the test function and turns its return value into a result.
+    pub run: fn() -> Result<(), String>,
+}
+
+/// What `#[should_panic]` asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShouldPanic {
+    /// No `#[should_panic]`.
+    No,
+    /// `#[should_panic]`.
+    Yes,
+    /// `#[should_panic(expected = "...")]`.
+    Expected(&'static str),
+}
+
+/// The return types a test function may have, as in libtest: `()` or
+/// `Result<(), E: Debug>`.
+pub trait TestReturn {
+    /// `Err` carries the message libtest would print.
+    fn into_result(self) -> Result<(), String>;
+}
+
+impl TestReturn for () {
+    fn into_result(self) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+impl<E: Debug> TestReturn for Result<(), E> {
+    fn into_result(self) -> Result<(), String> {
+        self.map_err(|error| format!("Error: {error:?}"))
+    }
+}
+
+inventory::collect!(VmTest);
+
+impl VmTest {
+    /// The name libtest would give the function: its path inside the crate,
+    /// without the crate's name.
+    pub fn path(&self) -> String {
+        match self.module_path.split_once("::") {
+            Some((_crate, rest)) => format!("{rest}::{}", self.name),
+            None => self.name.to_string(),
+        }
+    }
+}
+
+/// Every registered test, sorted by path so runs and listings are stable
+/// (`inventory` guarantees no order).
+pub fn all() -> Vec<&'static VmTest> {
+    let mut tests: Vec<&'static VmTest> = inventory::iter::<VmTest>.into_iter().collect();
+    tests.sort_by_key(|test| test.path());
+    tests
+}
