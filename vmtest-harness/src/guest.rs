@@ -1,0 +1,130 @@
+//! The guest side: when the host starts this same test binary in a guest to
+//! run one test, it runs just that test (no listing, no argument parsing),
+//! prints the test's output and a verdict line, and exits.
+
+use std::any::Any;
+use std::io::Write;
+use std::thread;
+
+use crate::protocol::{Verdict, GUEST_CWD_VAR, GUEST_TEST_VAR};
+use crate::registry::{self, ShouldPanic, VmTest};
+
+/// If the host asked this process to run a test in the guest, runs it and
+/// exits; otherwise returns at once.
+pub(crate) fn run_if_requested() {
+    let Some(path) = std::env::var_os(GUEST_TEST_VAR) else {
+        return;
+    };
+    let verdict = run(&path.to_string_lossy());
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout.write_all(verdict.to_line().as_bytes());
+    let _ = stdout.flush();
+    std::process::exit(match verdict {
+        Verdict::Passed => 0,
+        Verdict::Failed(_) => 101,
+    });
+}
+
+fn run(path: &str) -> Verdict {
+    // One ordered stream, as libtest captures it: the agent would otherwise
+    // return stdout and stderr apart.
+    // SAFETY: plain fd syscalls on our own standard streams.
+    unsafe {
+        libc::dup2(1, 2);
+        // A group of our own, so a timeout can kill the test and every
+        // process it started.
+        libc::setpgid(0, 0);
+    }
+    if let Some(dir) = std::env::var_os(GUEST_CWD_VAR) {
+        if let Err(error) = std::env::set_current_dir(&dir) {
+            return Verdict::Failed(format!(
+                "cannot enter the working directory {} in the guest: {error}",
+                dir.to_string_lossy()
+            ));
+        }
+    }
+    match registry::all().into_iter().find(|test| test.path() == path) {
+        Some(test) => execute(test),
+        None => Verdict::Failed(format!(
+            "no #[vmtest] named {path} in this binary (was it rebuilt while the tests ran?)"
+        )),
+    }
+}
+
+/// Runs the test on a thread named after it, as libtest does, and judges the
+/// outcome against `#[should_panic]`.
+fn execute(test: &'static VmTest) -> Verdict {
+    let outcome = thread::Builder::new()
+        .name(test.path())
+        .spawn(test.run)
+        .map(|handle| handle.join());
+    let outcome = match outcome {
+        Ok(outcome) => outcome,
+        Err(error) => return Verdict::Failed(format!("cannot start the test thread: {error}")),
+    };
+    judge(outcome, test.should_panic)
+}
+
+fn judge(outcome: thread::Result<Result<(), String>>, should_panic: ShouldPanic) -> Verdict {
+    match (outcome, should_panic) {
+        (Ok(Ok(())), ShouldPanic::No) => Verdict::Passed,
+        (Ok(Err(message)), ShouldPanic::No) => Verdict::Failed(message),
+        // The panic message is already in the output, printed by the hook.
+        (Err(_), ShouldPanic::No) => Verdict::Failed(String::new()),
+        (Ok(_), _) => Verdict::Failed("test did not panic as expected".into()),
+        (Err(_), ShouldPanic::Yes) => Verdict::Passed,
+        (Err(payload), ShouldPanic::Expected(expected)) => match panic_message(&*payload) {
+            Some(message) if message.contains(expected) => Verdict::Passed,
+            Some(message) => Verdict::Failed(format!(
+                "panic did not contain expected string\n      panic message: {message:?}\n expected substring: {expected:?}"
+            )),
+            None => Verdict::Failed(format!(
+                "expected panic with string value,\n found non-string value\n     expected substring: {expected:?}"
+            )),
+        },
+    }
+}
+
+fn panic_message(payload: &(dyn Any + Send)) -> Option<&str> {
+    payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn panicked(message: &'static str) -> thread::Result<Result<(), String>> {
+        Err(Box::new(message))
+    }
+
+    #[test]
+    fn plain_tests_pass_unless_they_fail_or_panic() {
+        assert_eq!(judge(Ok(Ok(())), ShouldPanic::No), Verdict::Passed);
+        assert_eq!(
+            judge(Ok(Err("Error: Oops".into())), ShouldPanic::No),
+            Verdict::Failed("Error: Oops".into())
+        );
+        assert!(matches!(judge(panicked("boom"), ShouldPanic::No), Verdict::Failed(_)));
+    }
+
+    #[test]
+    fn should_panic_checks_the_expected_substring() {
+        assert_eq!(judge(panicked("big boom"), ShouldPanic::Yes), Verdict::Passed);
+        assert_eq!(
+            judge(panicked("big boom"), ShouldPanic::Expected("boom")),
+            Verdict::Passed
+        );
+        let Verdict::Failed(message) = judge(panicked("fizzle"), ShouldPanic::Expected("boom"))
+        else {
+            panic!("a panic without the expected text must fail");
+        };
+        assert!(message.contains("panic did not contain expected string"), "{message}");
+        assert_eq!(
+            judge(Ok(Ok(())), ShouldPanic::Yes),
+            Verdict::Failed("test did not panic as expected".into())
+        );
+    }
+}

@@ -1,0 +1,334 @@
+//! One VM's lifecycle: boot to a ready guest agent, run processes in it,
+//! shut it down. Each VM owns a private directory for its sockets and logs,
+//! removed with it.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use qapi::qga::GuestExecStatus;
+use tempfile::TempDir;
+
+use crate::accel::Accel;
+use crate::cleanup;
+use crate::qemu::agent::{Agent, AgentError};
+use crate::qemu::command::{self, QemuConfig};
+use crate::qemu::monitor::Monitor;
+use crate::qemu::process::QemuProcess;
+use crate::qemu::WireError;
+
+/// How many lines of the guest console a failure shows.
+const CONSOLE_TAIL_LINES: usize = 40;
+/// Between two `guest-exec-status` calls for a running process: short and
+/// constant, so a finished test is seen within milliseconds.
+const STATUS_POLL: Duration = Duration::from_millis(10);
+
+/// What to boot.
+#[derive(Debug, Clone)]
+pub(crate) struct VmConfig {
+    pub qemu_binary: String,
+    pub kernel: PathBuf,
+    pub initramfs: PathBuf,
+    pub kernel_cmdline: String,
+    pub memory_mib: u32,
+    pub cpus: u32,
+    pub accel: Accel,
+    pub shared_dir: PathBuf,
+    pub boot_timeout: Duration,
+}
+
+/// A booted VM with a ready guest agent.
+pub(crate) struct Vm {
+    qemu: Mutex<QemuProcess>,
+    agent: Mutex<Agent>,
+    monitor: Mutex<Option<Monitor>>,
+    console_log: PathBuf,
+    /// Why the VM stopped working, once it has: every later request fails
+    /// with the same explanation.
+    died: OnceLock<String>,
+    // Dropped last, after QEMU is gone.
+    _registration: cleanup::Registration,
+    _workdir: TempDir,
+}
+
+/// Why a VM did not come up.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum BootError {
+    #[error("could not create the VM's private directory: {0}")]
+    Workdir(#[source] std::io::Error),
+    #[error(transparent)]
+    Spawn(#[from] crate::qemu::process::SpawnError),
+    /// The guest never answered: worth one more try (a boot in about twenty
+    /// has been seen to hang under TCG).
+    #[error("the guest agent did not answer within {timeout:?} of QEMU starting{details}")]
+    Hung { timeout: Duration, details: String },
+    #[error("the VM failed during boot: {reason}{details}")]
+    Failed { reason: String, details: String },
+}
+
+/// A process that ran to its end in the guest.
+#[derive(Debug)]
+pub(crate) struct Finished {
+    pub exit: Exit,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// How a guest process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Exit {
+    Code(i64),
+    /// Killed by this signal: never to be read as success.
+    Signal(i64),
+}
+
+/// Why a guest process has no result.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum RunError {
+    #[error("timed out after {timeout:?}")]
+    TimedOut {
+        timeout: Duration,
+        /// Whatever the process printed before it was killed.
+        partial: Option<Finished>,
+    },
+    #[error("{0}")]
+    VmDied(String),
+    #[error("could not start {path} in the guest: {source}")]
+    Spawn {
+        path: String,
+        #[source]
+        source: WireError,
+    },
+}
+
+impl Vm {
+    /// Starts QEMU and waits until the guest agent answers.
+    pub(crate) fn boot(config: &VmConfig) -> Result<Vm, BootError> {
+        let workdir = tempfile::Builder::new()
+            .prefix("vmtest-vm-")
+            .tempdir()
+            .map_err(BootError::Workdir)?;
+        let dir = workdir.path();
+        let console_log = dir.join("console.log");
+        let agent_socket = dir.join("agent.sock");
+        let monitor_socket = dir.join("qmp.sock");
+        let args = command::arguments(&QemuConfig {
+            kernel: &config.kernel,
+            initramfs: &config.initramfs,
+            kernel_cmdline: &config.kernel_cmdline,
+            memory_mib: config.memory_mib,
+            cpus: config.cpus,
+            accel: config.accel,
+            console_log: &console_log,
+            agent_socket: &agent_socket,
+            monitor_socket: &monitor_socket,
+            shared_dir: &config.shared_dir,
+        });
+        let started = Instant::now();
+        let mut qemu = QemuProcess::spawn(&config.qemu_binary, args, &dir.join("qemu.log"))?;
+        let registration = cleanup::register(qemu.id(), dir.to_path_buf());
+        let deadline = started + config.boot_timeout;
+        let agent = Agent::connect(&agent_socket, deadline, || match qemu.exit_status() {
+            Some(status) => Err(format!("QEMU exited ({status})")),
+            None => Ok(()),
+        });
+        let agent = match agent {
+            Ok(agent) => agent,
+            Err(error) => {
+                let details = failure_details(&mut qemu, &console_log);
+                return Err(match error {
+                    AgentError::NotReady => BootError::Hung {
+                        timeout: config.boot_timeout,
+                        details,
+                    },
+                    AgentError::Died(reason) => BootError::Failed { reason, details },
+                    AgentError::Wire(error) => BootError::Failed {
+                        reason: error.to_string(),
+                        details,
+                    },
+                });
+            }
+        };
+        // QMP is only used to quit; without it, shutdown kills QEMU instead.
+        let monitor = Monitor::connect(&monitor_socket).ok();
+        Ok(Vm {
+            qemu: Mutex::new(qemu),
+            agent: Mutex::new(agent),
+            monitor: Mutex::new(monitor),
+            console_log,
+            died: OnceLock::new(),
+            _registration: registration,
+            _workdir: workdir,
+        })
+    }
+
+    /// Runs `path args` in the guest with exactly `env`, waiting at most
+    /// `timeout` for it to end.
+    pub(crate) fn run(
+        &self,
+        path: &str,
+        args: Vec<String>,
+        env: Vec<String>,
+        timeout: Duration,
+    ) -> Result<Finished, RunError> {
+        let pid = self.request(|agent| agent.spawn(path, args, env)).map_err(|error| {
+            match error {
+                RequestError::VmDied(reason) => RunError::VmDied(reason),
+                RequestError::Wire(source) => RunError::Spawn {
+                    path: path.to_string(),
+                    source,
+                },
+            }
+        })?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            let status = self.status(pid)?;
+            if status.exited {
+                return Ok(finished(status));
+            }
+            if Instant::now() >= deadline {
+                return Err(RunError::TimedOut {
+                    timeout,
+                    partial: self.kill(pid),
+                });
+            }
+            thread::sleep(STATUS_POLL);
+        }
+    }
+
+    fn status(&self, pid: i64) -> Result<GuestExecStatus, RunError> {
+        self.request(|agent| agent.status(pid))
+            .map_err(|error| match error {
+                RequestError::VmDied(reason) => RunError::VmDied(reason),
+                RequestError::Wire(error) => RunError::VmDied(self.mark_dead(format!(
+                    "the guest agent stopped answering: {error}"
+                ))),
+            })
+    }
+
+    /// Kills a guest process and its process group (the guest side of a test
+    /// makes itself a group leader), then collects what it printed.
+    fn kill(&self, pid: i64) -> Option<Finished> {
+        self.request(|agent| {
+            agent.spawn(
+                "/bin/kill",
+                vec!["-KILL".into(), "--".into(), format!("-{pid}"), pid.to_string()],
+                vec!["PATH=/usr/bin:/bin".into()],
+            )
+        })
+        .ok()?;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            let status = self.status(pid).ok()?;
+            if status.exited {
+                return Some(finished(status));
+            }
+            thread::sleep(STATUS_POLL);
+        }
+        None
+    }
+
+    /// One request to the agent, failing fast once the VM is known dead and
+    /// explaining a failure with QEMU's state and the console.
+    fn request<T>(
+        &self,
+        call: impl FnOnce(&mut Agent) -> Result<T, WireError>,
+    ) -> Result<T, RequestError> {
+        if let Some(reason) = self.died.get() {
+            return Err(RequestError::VmDied(reason.clone()));
+        }
+        let result = call(&mut self.agent());
+        result.map_err(|error| {
+            let exited = self.qemu().exit_status();
+            match exited {
+                Some(status) => RequestError::VmDied(self.mark_dead(format!(
+                    "the VM stopped while the test ran (QEMU exited: {status}; a kernel panic ends QEMU)"
+                ))),
+                None if matches!(error, WireError::Closed { .. }) => RequestError::VmDied(
+                    self.mark_dead(format!("the guest agent went away: {error}")),
+                ),
+                None => RequestError::Wire(error),
+            }
+        })
+    }
+
+    /// Records why the VM is dead (the first reason wins) and returns the
+    /// full explanation.
+    fn mark_dead(&self, reason: String) -> String {
+        self.died
+            .get_or_init(|| {
+                let details = failure_details(&mut self.qemu(), &self.console_log);
+                format!("{reason}{details}")
+            })
+            .clone()
+    }
+
+    fn agent(&self) -> MutexGuard<'_, Agent> {
+        self.agent.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn qemu(&self) -> MutexGuard<'_, QemuProcess> {
+        self.qemu.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Asks QEMU to quit, then makes sure it is gone; the VM's directory is
+    /// removed when `self` drops.
+    pub(crate) fn shutdown(self) {
+        let monitor = self
+            .monitor
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take();
+        if let Some(mut monitor) = monitor {
+            if monitor.quit().is_ok() {
+                self.qemu().wait_for_exit(Duration::from_secs(3));
+            }
+        }
+        // Dropping the process kills and reaps QEMU if it is still there.
+    }
+}
+
+enum RequestError {
+    VmDied(String),
+    Wire(WireError),
+}
+
+fn finished(status: GuestExecStatus) -> Finished {
+    let text = |bytes: Option<Vec<u8>>| String::from_utf8_lossy(&bytes.unwrap_or_default()).into_owned();
+    Finished {
+        exit: match (status.signal, status.exitcode) {
+            (Some(signal), _) => Exit::Signal(signal),
+            (None, Some(code)) => Exit::Code(code),
+            // The agent reports one or the other; treat neither as a failure.
+            (None, None) => Exit::Code(-1),
+        },
+        stdout: text(status.out_data),
+        stderr: text(status.err_data),
+    }
+}
+
+/// QEMU's own messages and the tail of the guest console, for a failure.
+fn failure_details(qemu: &mut QemuProcess, console_log: &Path) -> String {
+    let mut details = String::new();
+    let stderr = qemu.stderr();
+    if !stderr.is_empty() {
+        let _ = write!(details, "\nQEMU said:\n{stderr}");
+    }
+    let tail = console_tail(console_log, CONSOLE_TAIL_LINES);
+    if tail.is_empty() {
+        details.push_str("\n(the guest console is empty)");
+    } else {
+        let _ = write!(details, "\nguest console (last lines):\n{tail}");
+    }
+    details
+}
+
+/// The last `lines` lines of the guest console, without carriage returns.
+pub(crate) fn console_tail(console_log: &Path, lines: usize) -> String {
+    let text = std::fs::read(console_log).unwrap_or_default();
+    let text = String::from_utf8_lossy(&text).replace('\r', "");
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}

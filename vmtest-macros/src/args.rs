@@ -1,0 +1,498 @@
+//! The arguments of `#[vmtest(...)]`: `key = value` pairs, checked and
+//! converted here so the expansion only copies values.
+
+use proc_macro2::TokenStream;
+use syn::meta::ParseNestedMeta;
+use syn::parse::Parser;
+use syn::{Error, Expr, ExprLit, Lit, LitInt, LitStr, Result, Token};
+
+/// Every accepted key, with the example its errors show.
+const KEYS: &[(&str, &str)] = &[
+    ("kernel", r#"kernel = "path/to/bzImage""#),
+    (
+        "kernels",
+        r#"kernels = ["path/to/bzImage-6.1", "path/to/bzImage-6.12"]"#,
+    ),
+    ("modules", r#"modules = "/lib/modules/6.1.0""#),
+    ("memory", r#"memory = "1G""#),
+    ("cpus", "cpus = 2"),
+    ("kernel_args", r#"kernel_args = "nokaslr""#),
+    ("timeout", r#"timeout = "60s""#),
+];
+
+/// Guests smaller than this do not boot a stock distribution kernel reliably.
+const MIN_MEMORY_MIB: u32 = 64;
+/// The most vCPUs a test may ask for.
+const MAX_CPUS: u32 = 64;
+
+/// The parsed arguments; `None` means "the harness's default".
+#[derive(Default)]
+pub(crate) struct Args {
+    /// `kernel = ".."` or `kernels = [..]`: they fill the same list.
+    pub kernels: Option<Kernels>,
+    pub modules: Option<LitStr>,
+    pub memory_mib: Option<u32>,
+    pub cpus: Option<u32>,
+    pub kernel_args: Option<LitStr>,
+    pub timeout_ms: Option<u64>,
+}
+
+/// The kernel images, and which of the two keys gave them.
+pub(crate) struct Kernels {
+    key: String,
+    pub paths: Vec<LitStr>,
+}
+
+impl Args {
+    /// Parses the tokens inside `#[vmtest(...)]` (empty for a bare `#[vmtest]`).
+    pub(crate) fn parse(tokens: TokenStream) -> Result<Args> {
+        let mut args = Args::default();
+        syn::meta::parser(|meta| args.parse_key(&meta)).parse2(tokens)?;
+        Ok(args)
+    }
+
+    fn parse_key(&mut self, meta: &ParseNestedMeta) -> Result<()> {
+        let key = match meta.path.get_ident() {
+            Some(ident) => ident.to_string(),
+            None => String::new(),
+        };
+        match key.as_str() {
+            "kernel" | "kernels" => {
+                if let Some(previous) = &self.kernels {
+                    if previous.key == key {
+                        return Err(duplicate(meta, &key));
+                    }
+                    return Err(Error::new_spanned(
+                        &meta.path,
+                        "`kernel` and `kernels` cannot both be given: \
+                         list every kernel in `kernels = [..]`",
+                    ));
+                }
+                let value = value(meta, &key)?;
+                let paths = if key == "kernel" {
+                    vec![path(&value, &key)?]
+                } else {
+                    kernel_list(&value)?
+                };
+                self.kernels = Some(Kernels { key, paths });
+                Ok(())
+            }
+            "modules" => set(&mut self.modules, meta, &key, |value| {
+                path(value, "modules")
+            }),
+            "memory" => set(&mut self.memory_mib, meta, &key, |value| {
+                let lit = string(value, "memory")?;
+                parse_memory(&lit.value()).map_err(|message| Error::new_spanned(lit, message))
+            }),
+            "cpus" => set(&mut self.cpus, meta, &key, cpus),
+            "kernel_args" => set(&mut self.kernel_args, meta, &key, |value| {
+                string(value, "kernel_args").cloned()
+            }),
+            "timeout" => set(&mut self.timeout_ms, meta, &key, |value| {
+                let lit = string(value, "timeout")?;
+                parse_timeout(&lit.value()).map_err(|message| Error::new_spanned(lit, message))
+            }),
+            _ => {
+                let keys: Vec<&str> = KEYS.iter().map(|(key, _)| *key).collect();
+                Err(Error::new_spanned(
+                    &meta.path,
+                    format!(
+                        "unknown key `{}`; accepted keys: {}",
+                        path_text(&meta.path),
+                        keys.join(", ")
+                    ),
+                ))
+            }
+        }
+    }
+}
+
+fn path_text(path: &syn::Path) -> String {
+    let segments: Vec<String> = path.segments.iter().map(|s| s.ident.to_string()).collect();
+    segments.join("::")
+}
+
+/// Fills `slot` from the key's value, refusing a key given twice.
+fn set<T>(
+    slot: &mut Option<T>,
+    meta: &ParseNestedMeta,
+    key: &str,
+    convert: impl FnOnce(&Expr) -> Result<T>,
+) -> Result<()> {
+    if slot.is_some() {
+        return Err(duplicate(meta, key));
+    }
+    *slot = Some(convert(&value(meta, key)?)?);
+    Ok(())
+}
+
+fn duplicate(meta: &ParseNestedMeta, key: &str) -> Error {
+    Error::new_spanned(&meta.path, format!("duplicate key `{key}`: give it once"))
+}
+
+fn example(key: &str) -> &'static str {
+    KEYS.iter()
+        .find(|(name, _)| *name == key)
+        .map_or("", |(_, example)| example)
+}
+
+/// The expression after `key =`.
+fn value(meta: &ParseNestedMeta, key: &str) -> Result<Expr> {
+    if !meta.input.peek(Token![=]) {
+        return Err(meta.error(format!("`{key}` needs a value: `{}`", example(key))));
+    }
+    meta.value()?.parse()
+}
+
+/// The literal inside `value`, looking through the invisible groups that
+/// `macro_rules!` wraps around `$x:literal` / `$x:expr`.
+fn literal(value: &Expr) -> Option<&Lit> {
+    match value {
+        Expr::Lit(ExprLit { lit, .. }) => Some(lit),
+        Expr::Group(group) => literal(&group.expr),
+        _ => None,
+    }
+}
+
+fn string<'a>(value: &'a Expr, key: &str) -> Result<&'a LitStr> {
+    match literal(value) {
+        Some(Lit::Str(lit)) => Ok(lit),
+        _ => Err(Error::new_spanned(
+            value,
+            format!("expected a string literal: `{}`", example(key)),
+        )),
+    }
+}
+
+/// A path to a kernel or a modules directory: a non-empty string literal.
+fn path(value: &Expr, key: &str) -> Result<LitStr> {
+    let lit = match literal(value) {
+        Some(Lit::Str(lit)) => lit,
+        _ => {
+            return Err(Error::new_spanned(
+                value,
+                format!(
+                    "expected a string literal: `{}` (`${{VAR}}` is expanded when the test runs)",
+                    example(key)
+                ),
+            ))
+        }
+    };
+    if lit.value().is_empty() {
+        return Err(Error::new_spanned(
+            lit,
+            format!("`{key}` is empty: give a path, as in `{}`", example(key)),
+        ));
+    }
+    Ok(lit.clone())
+}
+
+fn kernel_list(value: &Expr) -> Result<Vec<LitStr>> {
+    let array = match value {
+        Expr::Array(array) => array,
+        _ => {
+            return Err(Error::new_spanned(
+                value,
+                format!(
+                    "expected an array of string literals: `{}` (or `{}` for one kernel)",
+                    example("kernels"),
+                    example("kernel")
+                ),
+            ))
+        }
+    };
+    if array.elems.is_empty() {
+        return Err(Error::new_spanned(
+            array,
+            "`kernels` is empty: list at least one kernel, or remove the key \
+             to use the kernel in `VMTEST_KERNEL`",
+        ));
+    }
+    let mut paths: Vec<LitStr> = Vec::new();
+    for element in &array.elems {
+        let lit = path(element, "kernels")?;
+        if paths.iter().any(|seen| seen.value() == lit.value()) {
+            return Err(Error::new_spanned(
+                &lit,
+                format!("kernel {:?} is listed twice: remove one", lit.value()),
+            ));
+        }
+        paths.push(lit);
+    }
+    Ok(paths)
+}
+
+fn cpus(value: &Expr) -> Result<u32> {
+    let range_error = || {
+        Error::new_spanned(
+            value,
+            format!("expected a number of vCPUs from 1 to {MAX_CPUS}: `cpus = 2`"),
+        )
+    };
+    let lit: &LitInt = match literal(value) {
+        Some(Lit::Int(lit)) => lit,
+        _ => return Err(range_error()),
+    };
+    match lit.base10_parse::<u32>() {
+        Ok(cpus) if (1..=MAX_CPUS).contains(&cpus) => Ok(cpus),
+        _ => Err(range_error()),
+    }
+}
+
+/// Why a decimal number times a unit is not usable.
+#[derive(Debug, PartialEq)]
+enum ScaleError {
+    /// Not digits with at most one `.` between digits.
+    Malformed,
+    /// The product has a fractional part.
+    NotWhole,
+    /// The product does not fit.
+    TooLarge,
+}
+
+/// `number * factor` for a decimal `number` such as `"2"` or `"1.5"`,
+/// computed exactly.
+fn scale(number: &str, factor: u128) -> std::result::Result<u128, ScaleError> {
+    let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
+    let is_digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    if !is_digits(whole) || (number.contains('.') && !is_digits(fraction)) {
+        return Err(ScaleError::Malformed);
+    }
+    let mut mantissa: u128 = 0;
+    let mut divisor: u128 = 1;
+    for (index, digit) in whole.bytes().chain(fraction.bytes()).enumerate() {
+        mantissa = mantissa
+            .checked_mul(10)
+            .and_then(|m| m.checked_add(u128::from(digit - b'0')))
+            .ok_or(ScaleError::TooLarge)?;
+        if index >= whole.len() {
+            divisor = divisor.checked_mul(10).ok_or(ScaleError::TooLarge)?;
+        }
+    }
+    let product = mantissa.checked_mul(factor).ok_or(ScaleError::TooLarge)?;
+    if product % divisor != 0 {
+        return Err(ScaleError::NotWhole);
+    }
+    Ok(product / divisor)
+}
+
+/// Splits `"512M"` into `("512", "M")`.
+fn split_unit(text: &str) -> (&str, &str) {
+    let end = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    text.split_at(end)
+}
+
+/// Guest memory as written in the attribute (`"512M"`, `"1G"`, `"1536MiB"`,
+/// `"2GiB"`, `"1.5G"`), in MiB. `M` and `G` are binary units, as in QEMU's `-m`.
+fn parse_memory(text: &str) -> std::result::Result<u32, String> {
+    const MIB: u128 = 1 << 20;
+    const EXPECTED: &str = r#"expected a size such as "512M", "1G", "1536MiB" or "2GiB""#;
+    let (number, unit) = split_unit(text);
+    let factor = match unit {
+        "M" | "MiB" => MIB,
+        "G" | "GiB" => 1 << 30,
+        "" if !number.is_empty() => {
+            return Err(format!(
+                r#"memory {text:?} has no unit: write "{number}M" or "{number}G""#
+            ))
+        }
+        _ if number.is_empty() => return Err(format!("{EXPECTED}, not {text:?}")),
+        _ => {
+            return Err(format!(
+                "unknown memory unit `{unit}` in {text:?}: use M, MiB, G or GiB"
+            ))
+        }
+    };
+    let bytes = match scale(number, factor) {
+        Ok(bytes) => bytes,
+        Err(ScaleError::Malformed) => return Err(format!("{EXPECTED}, not {text:?}")),
+        Err(ScaleError::NotWhole) => {
+            return Err(format!("memory {text:?} is not a whole number of MiB"))
+        }
+        Err(ScaleError::TooLarge) => return Err(format!("memory {text:?} is too large")),
+    };
+    if bytes % MIB != 0 {
+        return Err(format!("memory {text:?} is not a whole number of MiB"));
+    }
+    let mib = u32::try_from(bytes / MIB).map_err(|_| format!("memory {text:?} is too large"))?;
+    if mib < MIN_MEMORY_MIB {
+        return Err(format!(
+            r#"memory {text:?} is too small: give at least "{MIN_MEMORY_MIB}M""#
+        ));
+    }
+    Ok(mib)
+}
+
+/// A timeout as written in the attribute (`"500ms"`, `"30s"`, `"2m"`, `"1h"`,
+/// `"1.5s"`), in milliseconds.
+fn parse_timeout(text: &str) -> std::result::Result<u64, String> {
+    const EXPECTED: &str = r#"expected a duration such as "500ms", "30s", "2m" or "1h""#;
+    let (number, unit) = split_unit(text);
+    let factor = match unit {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "" if !number.is_empty() => {
+            return Err(format!(
+                r#"timeout {text:?} has no unit: write "{number}s" (or ms, m, h)"#
+            ))
+        }
+        _ if number.is_empty() => return Err(format!("{EXPECTED}, not {text:?}")),
+        _ => {
+            return Err(format!(
+                "unknown timeout unit `{unit}` in {text:?}: use ms, s, m or h"
+            ))
+        }
+    };
+    let ms = match scale(number, factor) {
+        Ok(ms) => ms,
+        Err(ScaleError::Malformed) => return Err(format!("{EXPECTED}, not {text:?}")),
+        Err(ScaleError::NotWhole) => {
+            return Err(format!(
+                "timeout {text:?} is not a whole number of milliseconds"
+            ))
+        }
+        Err(ScaleError::TooLarge) => return Err(format!("timeout {text:?} is too large")),
+    };
+    if ms == 0 {
+        return Err(format!(
+            "timeout {text:?} is zero: give a positive duration such as \"30s\""
+        ));
+    }
+    u64::try_from(ms).map_err(|_| format!("timeout {text:?} is too large"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use quote::quote;
+
+    #[test]
+    fn memory_units() {
+        assert_eq!(parse_memory("512M"), Ok(512));
+        assert_eq!(parse_memory("1G"), Ok(1024));
+        assert_eq!(parse_memory("2048M"), Ok(2048));
+        assert_eq!(parse_memory("1536MiB"), Ok(1536));
+        assert_eq!(parse_memory("2GiB"), Ok(2048));
+        assert_eq!(parse_memory("1.5G"), Ok(1536));
+        assert_eq!(parse_memory("64M"), Ok(64));
+        assert_eq!(parse_memory("4096G"), Ok(4 << 20));
+    }
+
+    #[test]
+    fn memory_errors() {
+        let error = |text| parse_memory(text).unwrap_err();
+        assert!(error("63M").contains("too small"), "{}", error("63M"));
+        assert!(error("0G").contains("too small"));
+        assert!(error("512").contains(r#"write "512M""#), "{}", error("512"));
+        assert!(error("1GB").contains("unknown memory unit `GB`"));
+        assert!(error("512 M").contains("unknown memory unit ` M`"));
+        assert!(error("1.0001G").contains("whole number of MiB"));
+        assert!(error("100.5M").contains("whole number of MiB"));
+        assert!(error("").starts_with("expected a size"));
+        assert!(error("M").starts_with("expected a size"));
+        assert!(error("1.G").starts_with("expected a size"));
+        assert!(error(".5G").starts_with("expected a size"));
+        assert!(error("1.2.3G").starts_with("expected a size"));
+        assert!(error("-1G").starts_with("expected a size"));
+        assert!(error("4294967296M").contains("too large"));
+        assert!(error("99999999999999999999999999999999999999999G").contains("too large"));
+    }
+
+    #[test]
+    fn timeout_units() {
+        assert_eq!(parse_timeout("500ms"), Ok(500));
+        assert_eq!(parse_timeout("30s"), Ok(30_000));
+        assert_eq!(parse_timeout("2m"), Ok(120_000));
+        assert_eq!(parse_timeout("1h"), Ok(3_600_000));
+        assert_eq!(parse_timeout("1.5s"), Ok(1_500));
+        assert_eq!(parse_timeout("0.001s"), Ok(1));
+    }
+
+    #[test]
+    fn timeout_errors() {
+        let error = |text| parse_timeout(text).unwrap_err();
+        assert!(error("0s").contains("zero"));
+        assert!(error("0ms").contains("zero"));
+        assert!(error("30").contains(r#"write "30s""#), "{}", error("30"));
+        assert!(error("30sec").contains("unknown timeout unit `sec`"));
+        assert!(error("1.5ms").contains("whole number of milliseconds"));
+        assert!(error("s").starts_with("expected a duration"));
+        assert!(error("").starts_with("expected a duration"));
+        assert!(error("99999999999999999999h").contains("too large"));
+    }
+
+    fn parse(tokens: TokenStream) -> Result<Args> {
+        Args::parse(tokens)
+    }
+
+    fn error(tokens: TokenStream) -> String {
+        match parse(tokens) {
+            Ok(_) => panic!("expected an error"),
+            Err(error) => error.to_string(),
+        }
+    }
+
+    #[test]
+    fn every_key() {
+        let args = parse(quote! {
+            kernels = ["a", "b"], modules = "m", memory = "1G", cpus = 2,
+            kernel_args = "nokaslr", timeout = "60s",
+        })
+        .unwrap();
+        let kernels: Vec<String> = args
+            .kernels
+            .unwrap()
+            .paths
+            .iter()
+            .map(LitStr::value)
+            .collect();
+        assert_eq!(kernels, ["a", "b"]);
+        assert_eq!(args.modules.unwrap().value(), "m");
+        assert_eq!(args.memory_mib, Some(1024));
+        assert_eq!(args.cpus, Some(2));
+        assert_eq!(args.kernel_args.unwrap().value(), "nokaslr");
+        assert_eq!(args.timeout_ms, Some(60_000));
+    }
+
+    #[test]
+    fn no_keys() {
+        let args = parse(TokenStream::new()).unwrap();
+        assert!(args.kernels.is_none() && args.memory_mib.is_none() && args.cpus.is_none());
+    }
+
+    #[test]
+    fn key_errors() {
+        let unknown = error(quote!(memroy = "1G"));
+        assert!(unknown.starts_with("unknown key `memroy`; accepted keys: kernel, kernels,"));
+        assert!(error(quote!(a::b = 1)).starts_with("unknown key `a::b`"));
+        assert_eq!(
+            error(quote!(cpus = 1, cpus = 2)),
+            "duplicate key `cpus`: give it once"
+        );
+        assert!(error(quote!(kernel = "a", kernel = "b")).starts_with("duplicate key `kernel`"));
+        assert!(error(quote!(kernel = "a", kernels = ["b"])).contains("cannot both be given"));
+        assert!(error(quote!(kernels = ["b"], kernel = "a")).contains("cannot both be given"));
+        assert!(error(quote!(memory)).starts_with("`memory` needs a value"));
+    }
+
+    #[test]
+    fn value_errors() {
+        assert!(error(quote!(kernel = 1)).starts_with("expected a string literal"));
+        assert!(error(quote!(kernel = "")).contains("is empty"));
+        assert!(error(quote!(kernels = "a")).starts_with("expected an array"));
+        assert!(error(quote!(kernels = [])).starts_with("`kernels` is empty"));
+        assert!(error(quote!(kernels = ["a", 1])).starts_with("expected a string literal"));
+        assert!(error(quote!(kernels = ["a", "a"])).contains("listed twice"));
+        assert!(error(quote!(memory = 1024)).starts_with("expected a string literal"));
+        assert!(error(quote!(memory = "32M")).contains("too small"));
+        assert!(error(quote!(timeout = 60)).starts_with("expected a string literal"));
+        for cpus in [quote!(0), quote!(65), quote!(-1), quote!("2"), quote!(1.5)] {
+            assert!(error(quote!(cpus = #cpus)).contains("from 1 to 64"));
+        }
+        assert!(error(quote!(kernel_args = 1)).starts_with("expected a string literal"));
+    }
+}

@@ -1,0 +1,6 @@
+use vmtest_harness::vmtest;
+
+#[vmtest]
+async fn asynchronous() {}
+
+fn main() {}

@@ -1,0 +1,12 @@
+use vmtest_harness::vmtest;
+
+#[vmtest(cpus = 0)]
+fn zero() {}
+
+#[vmtest(cpus = 65)]
+fn too_many() {}
+
+#[vmtest(cpus = "2")]
+fn string() {}
+
+fn main() {}

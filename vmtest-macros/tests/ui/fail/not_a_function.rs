@@ -1,0 +1,6 @@
+use vmtest_harness::vmtest;
+
+#[vmtest]
+struct NotATest;
+
+fn main() {}
