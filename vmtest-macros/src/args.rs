@@ -92,19 +92,44 @@ impl Args {
                 let lit = string(value, "timeout")?;
                 parse_timeout(&lit.value()).map_err(|message| Error::new_spanned(lit, message))
             }),
-            _ => {
-                let keys: Vec<&str> = KEYS.iter().map(|(key, _)| *key).collect();
-                Err(Error::new_spanned(
-                    &meta.path,
-                    format!(
-                        "unknown key `{}`; accepted keys: {}",
-                        path_text(&meta.path),
-                        keys.join(", ")
-                    ),
-                ))
-            }
+            _ => Err(Error::new_spanned(
+                &meta.path,
+                unknown_key(&path_text(&meta.path)),
+            )),
         }
     }
+}
+
+/// "unknown key", with the closest accepted key when there is one.
+fn unknown_key(key: &str) -> String {
+    let keys: Vec<&str> = KEYS.iter().map(|(key, _)| *key).collect();
+    let closest = keys
+        .iter()
+        .map(|candidate| (edit_distance(key, candidate), *candidate))
+        .min()
+        .filter(|(distance, _)| *distance <= 2);
+    match closest {
+        Some((_, candidate)) => format!(
+            "unknown key `{key}`: did you mean `{candidate}`? accepted keys: {}",
+            keys.join(", ")
+        ),
+        None => format!("unknown key `{key}`; accepted keys: {}", keys.join(", ")),
+    }
+}
+
+/// Levenshtein distance, for suggestions.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut previous: Vec<usize> = (0..=b.len()).collect();
+    for (i, a_char) in a.chars().enumerate() {
+        let mut current = vec![i + 1];
+        for (j, b_char) in b.iter().enumerate() {
+            let substitution = previous[j] + usize::from(a_char != *b_char);
+            current.push(substitution.min(previous[j + 1] + 1).min(current[j] + 1));
+        }
+        previous = current;
+    }
+    previous[b.len()]
 }
 
 fn path_text(path: &syn::Path) -> String {
@@ -371,6 +396,14 @@ mod tests {
     use quote::quote;
 
     #[test]
+    fn edit_distances() {
+        assert_eq!(edit_distance("memroy", "memory"), 2);
+        assert_eq!(edit_distance("cpu", "cpus"), 1);
+        assert_eq!(edit_distance("", "cpus"), 4);
+        assert_eq!(edit_distance("timeout", "timeout"), 0);
+    }
+
+    #[test]
     fn memory_units() {
         assert_eq!(parse_memory("512M"), Ok(512));
         assert_eq!(parse_memory("1G"), Ok(1024));
@@ -467,7 +500,13 @@ mod tests {
     #[test]
     fn key_errors() {
         let unknown = error(quote!(memroy = "1G"));
-        assert!(unknown.starts_with("unknown key `memroy`; accepted keys: kernel, kernels,"));
+        assert_eq!(
+            unknown,
+            "unknown key `memroy`: did you mean `memory`? accepted keys: \
+             kernel, kernels, modules, memory, cpus, kernel_args, timeout"
+        );
+        assert!(error(quote!(qemu = 1)).starts_with("unknown key `qemu`; accepted keys: kernel,"));
+        assert!(error(quote!(kernel_arg = "x")).contains("did you mean `kernel_args`?"));
         assert!(error(quote!(a::b = 1)).starts_with("unknown key `a::b`"));
         assert_eq!(
             error(quote!(cpus = 1, cpus = 2)),

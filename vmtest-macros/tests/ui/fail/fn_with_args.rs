@@ -1,7 +1,7 @@
 use vmtest_harness::vmtest;
 
 #[vmtest]
-fn with_args(a: u32, b: &str) {}
+fn with_args(_a: u32, _b: &str) {}
 
 #[vmtest]
 fn generic<T: Default>() {}
