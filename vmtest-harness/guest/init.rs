@@ -3,9 +3,11 @@
 //! The contract with the host:
 //!
 //! - The initramfs (newc cpio) holds this binary as `/init` and the kernel
-//!   modules to load as `/modules/NN-name.ko` or `/modules/NN-name.ko.xz`,
-//!   where `NN` is the two-digit load order (dependencies first). Nothing else:
-//!   no shell, no loader, no libraries (the binary is static).
+//!   modules to load as `/modules/NN-name.ko` or `/modules/NN-name.ko.xz`
+//!   (`.zst` and `.gz` too), where `NN` is the two-digit load order
+//!   (dependencies first). Nothing else: no shell, no loader, no libraries
+//!   (the binary is static). The kernel's built-in initramfs supplies
+//!   `/dev/console`, which becomes the init's stdin, stdout and stderr.
 //! - The host's `/` is the read-only 9p tag `vmtest_root`; the agent's
 //!   virtio-serial port is named `org.qemu.guest_agent.0`.
 //! - Kernel command line keys (read from `/proc/cmdline`):
@@ -138,7 +140,10 @@ fn main() {
 
 /// The boot checklist, one call per step.
 fn boot() -> Result<()> {
-    let params = step("mount /dev, /proc, /sys", mount_early)?;
+    let params = step(
+        "mount /dev, /proc, /sys; read the command line",
+        mount_early,
+    )?;
     step("load modules", load_modules)?;
     step("mount the host root", mount_root)?;
     step("mount inside the new root", || mount_all(NEWROOT_MOUNTS))?;
@@ -460,15 +465,16 @@ fn load_modules() -> Result<()> {
     paths.iter().try_for_each(|path| load_module(path))
 }
 
-/// Loads one module with finit_module(2); the kernel decompresses `.ko.xz`
-/// itself when built with `CONFIG_MODULE_DECOMPRESS` (Debian 6.12 is).
+/// Loads one module with finit_module(2). A kernel built with
+/// `CONFIG_MODULE_DECOMPRESS` (Debian 6.12 is) decompresses `.ko.xz` (or
+/// `.zst`, `.gz`, whichever its packaging uses) itself.
 fn load_module(path: &Path) -> Result<()> {
     let name = path
         .file_name()
         .unwrap_or(path.as_os_str())
         .to_string_lossy();
     let flags = match path.extension() {
-        Some(ext) if ext == "xz" => sys::MODULE_INIT_COMPRESSED_FILE,
+        Some(ext) if ext == "xz" || ext == "zst" || ext == "gz" => sys::MODULE_INIT_COMPRESSED_FILE,
         _ => 0,
     };
     let file = File::open(path).map_err(|err| format!("open module {name}: {err}"))?;

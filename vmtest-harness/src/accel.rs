@@ -79,7 +79,10 @@ fn probe(cpuinfo: &str, kvm_openable: bool) -> Choice {
         .flat_map(|line| line.split_whitespace())
         .any(|flag| flag == "vmx" || flag == "svm");
     let (accel, reason) = match (hardware_virtualization, kvm_openable) {
-        (true, true) => (Accel::Kvm, "hardware virtualization and /dev/kvm are available"),
+        (true, true) => (
+            Accel::Kvm,
+            "hardware virtualization and /dev/kvm are available",
+        ),
         (true, false) => (Accel::Tcg, "/dev/kvm cannot be opened"),
         (false, true) => (
             Accel::Tcg,

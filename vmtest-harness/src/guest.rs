@@ -107,12 +107,18 @@ mod tests {
             judge(Ok(Err("Error: Oops".into())), ShouldPanic::No),
             Verdict::Failed("Error: Oops".into())
         );
-        assert!(matches!(judge(panicked("boom"), ShouldPanic::No), Verdict::Failed(_)));
+        assert!(matches!(
+            judge(panicked("boom"), ShouldPanic::No),
+            Verdict::Failed(_)
+        ));
     }
 
     #[test]
     fn should_panic_checks_the_expected_substring() {
-        assert_eq!(judge(panicked("big boom"), ShouldPanic::Yes), Verdict::Passed);
+        assert_eq!(
+            judge(panicked("big boom"), ShouldPanic::Yes),
+            Verdict::Passed
+        );
         assert_eq!(
             judge(panicked("big boom"), ShouldPanic::Expected("boom")),
             Verdict::Passed
@@ -121,7 +127,10 @@ mod tests {
         else {
             panic!("a panic without the expected text must fail");
         };
-        assert!(message.contains("panic did not contain expected string"), "{message}");
+        assert!(
+            message.contains("panic did not contain expected string"),
+            "{message}"
+        );
         assert_eq!(
             judge(Ok(Ok(())), ShouldPanic::Yes),
             Verdict::Failed("test did not panic as expected".into())

@@ -97,13 +97,19 @@ mod tests {
 
     fn names(tests: &[&'static VmTest]) -> Vec<String> {
         let env = |var: &str| (var == "K").then(|| "/kernels".to_string());
-        plan(tests, env).into_iter().map(|planned| planned.name).collect()
+        plan(tests, env)
+            .into_iter()
+            .map(|planned| planned.name)
+            .collect()
     }
 
     #[test]
     fn names_are_paths_inside_the_crate() {
         assert_eq!(names(&[test("kernels", &[])]), ["probe"]);
-        assert_eq!(names(&[test("kernels::bpf::maps", &["k"])]), ["bpf::maps::probe"]);
+        assert_eq!(
+            names(&[test("kernels::bpf::maps", &["k"])]),
+            ["bpf::maps::probe"]
+        );
     }
 
     #[test]

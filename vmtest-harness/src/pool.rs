@@ -47,7 +47,10 @@ impl Pool {
     /// Starts booting every shape at once, so VMs for different kernels boot
     /// in parallel while the first tests wait.
     pub(crate) fn boot_ahead(self: &Arc<Self>, shapes: BTreeSet<VmShape>) {
-        let mut boots = self.boots.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut boots = self
+            .boots
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         for shape in shapes {
             let pool = Arc::clone(self);
             boots.push(thread::spawn(move || {
@@ -93,13 +96,19 @@ impl Pool {
     /// Waits for boots still in flight, then shuts every VM down.
     pub(crate) fn shutdown(&self) {
         let boots = std::mem::take(
-            &mut *self.boots.lock().unwrap_or_else(|poisoned| poisoned.into_inner()),
+            &mut *self
+                .boots
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
         );
         for boot in boots {
             let _ = boot.join();
         }
         let slots = std::mem::take(
-            &mut *self.slots.lock().unwrap_or_else(|poisoned| poisoned.into_inner()),
+            &mut *self
+                .slots
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
         );
         for slot in slots.into_values() {
             let vm = Arc::into_inner(slot).and_then(OnceLock::into_inner);

@@ -39,14 +39,13 @@ impl Verdict {
             return (stdout.to_string(), None);
         };
         let output = stdout[..at].strip_suffix('\n').unwrap_or(&stdout[..at]);
-        let verdict = serde_json::from_str::<serde_json::Value>(stdout[at + VERDICT_PREFIX.len()..].trim())
-            .ok()
-            .and_then(|json| match json.get("passed")?.as_bool()? {
-                true => Some(Verdict::Passed),
-                false => Some(Verdict::Failed(
-                    json.get("message")?.as_str()?.to_string(),
-                )),
-            });
+        let verdict =
+            serde_json::from_str::<serde_json::Value>(stdout[at + VERDICT_PREFIX.len()..].trim())
+                .ok()
+                .and_then(|json| match json.get("passed")?.as_bool()? {
+                    true => Some(Verdict::Passed),
+                    false => Some(Verdict::Failed(json.get("message")?.as_str()?.to_string())),
+                });
         (output.to_string(), verdict)
     }
 }

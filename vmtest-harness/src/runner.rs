@@ -27,7 +27,12 @@ pub(crate) struct Runner {
 
 impl Runner {
     /// Runs `planned` in its VM.
-    pub(crate) fn run(&self, pool: &Pool, planned: &PlannedTest, shape: &VmShape) -> Result<(), Failed> {
+    pub(crate) fn run(
+        &self,
+        pool: &Pool,
+        planned: &PlannedTest,
+        shape: &VmShape,
+    ) -> Result<(), Failed> {
         let vm = pool.vm(shape)?;
         let timeout = planned
             .test
@@ -40,7 +45,10 @@ impl Runner {
             Err(RunError::TimedOut { timeout, partial }) => {
                 let output = partial.map(|finished| finished.stdout).unwrap_or_default();
                 self.show(&planned.name, &output);
-                Err(failure(&output, &format!("test timed out after {timeout:?} and was killed")))
+                Err(failure(
+                    &output,
+                    &format!("test timed out after {timeout:?} and was killed"),
+                ))
             }
             Err(error) => Err(error.to_string().into()),
         }
@@ -72,10 +80,16 @@ impl Runner {
                     Exit::Signal(signal) => format!("was killed by signal {signal}"),
                 };
                 let stderr = finished.stderr.trim();
-                let extra = if stderr.is_empty() { String::new() } else { format!("\n{stderr}") };
+                let extra = if stderr.is_empty() {
+                    String::new()
+                } else {
+                    format!("\n{stderr}")
+                };
                 Err(failure(
                     &output,
-                    &format!("the test process {how} in the guest before reporting a result{extra}"),
+                    &format!(
+                        "the test process {how} in the guest before reporting a result{extra}"
+                    ),
                 ))
             }
         }

@@ -121,7 +121,9 @@ mod tests {
             "/opt/kernels/vmlinuz-6.1"
         );
         assert_eq!(
-            expand("kernel image", "${NOPE}/k", &env).unwrap_err().to_string(),
+            expand("kernel image", "${NOPE}/k", &env)
+                .unwrap_err()
+                .to_string(),
             "kernel image \"${NOPE}/k\" uses ${NOPE}, which is not set"
         );
         assert!(matches!(
@@ -154,12 +156,18 @@ mod tests {
         std::fs::write(dir.path().join("bzImage"), b"").unwrap();
         let manifest_dir: &'static str = Box::leak(dir.path().to_str().unwrap().to_owned().into());
         let shape = VmShape::of(&planned(&["bzImage"], manifest_dir), env).unwrap();
-        assert_eq!(shape.kernel, dir.path().canonicalize().unwrap().join("bzImage"));
+        assert_eq!(
+            shape.kernel,
+            dir.path().canonicalize().unwrap().join("bzImage")
+        );
         assert_eq!((shape.memory_mib, shape.cpus), (1024, DEFAULT_CPUS));
         assert_eq!(shape.kernel_args, "nokaslr");
 
         let error = VmShape::of(&planned(&["missing"], manifest_dir), env).unwrap_err();
-        assert!(error.to_string().contains("/missing does not exist"), "{error}");
+        assert!(
+            error.to_string().contains("/missing does not exist"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -20,7 +20,17 @@ use crate::qemu::process::QemuProcess;
 use crate::qemu::WireError;
 
 /// How many lines of the guest console a failure shows.
-const CONSOLE_TAIL_LINES: usize = 40;
+const CONSOLE_LINES: usize = 40;
+/// How long QEMU may take to exit after its guest went away.
+const EXIT_GRACE: Duration = Duration::from_secs(2);
+/// Console lines that start the story of a crash, the most telling first.
+const CRASH_MARKERS: [&str; 5] = [
+    "sysrq: Trigger a crash",
+    "BUG:",
+    "Oops:",
+    "general protection fault",
+    "Kernel panic",
+];
 /// Between two `guest-exec-status` calls for a running process: short and
 /// constant, so a finished test is seen within milliseconds.
 const STATUS_POLL: Duration = Duration::from_millis(10);
@@ -137,14 +147,28 @@ impl Vm {
         let agent = match agent {
             Ok(agent) => agent,
             Err(error) => {
+                // A panicking kernel closes the agent's socket a moment before
+                // QEMU exits: give it that moment, so the error says what
+                // really happened.
+                let exited = match error {
+                    AgentError::NotReady => qemu.exit_status(),
+                    _ => qemu.wait_for_exit(EXIT_GRACE),
+                };
                 let details = failure_details(&mut qemu, &console_log);
-                return Err(match error {
-                    AgentError::NotReady => BootError::Hung {
+                return Err(match (exited, error) {
+                    (Some(status), _) => BootError::Failed {
+                        reason: format!(
+                            "QEMU exited ({status}) before the guest agent answered: \
+                             the kernel panicked or the guest powered off"
+                        ),
+                        details,
+                    },
+                    (None, AgentError::NotReady) => BootError::Hung {
                         timeout: config.boot_timeout,
                         details,
                     },
-                    AgentError::Died(reason) => BootError::Failed { reason, details },
-                    AgentError::Wire(error) => BootError::Failed {
+                    (None, AgentError::Died(reason)) => BootError::Failed { reason, details },
+                    (None, AgentError::Wire(error)) => BootError::Failed {
                         reason: error.to_string(),
                         details,
                     },
@@ -173,15 +197,15 @@ impl Vm {
         env: Vec<String>,
         timeout: Duration,
     ) -> Result<Finished, RunError> {
-        let pid = self.request(|agent| agent.spawn(path, args, env)).map_err(|error| {
-            match error {
-                RequestError::VmDied(reason) => RunError::VmDied(reason),
-                RequestError::Wire(source) => RunError::Spawn {
-                    path: path.to_string(),
-                    source,
-                },
-            }
-        })?;
+        let pid =
+            self.request(|agent| agent.spawn(path, args, env))
+                .map_err(|error| match error {
+                    RequestError::VmDied(reason) => RunError::VmDied(reason),
+                    RequestError::Wire(source) => RunError::Spawn {
+                        path: path.to_string(),
+                        source,
+                    },
+                })?;
         let deadline = Instant::now() + timeout;
         loop {
             let status = self.status(pid)?;
@@ -202,9 +226,9 @@ impl Vm {
         self.request(|agent| agent.status(pid))
             .map_err(|error| match error {
                 RequestError::VmDied(reason) => RunError::VmDied(reason),
-                RequestError::Wire(error) => RunError::VmDied(self.mark_dead(format!(
-                    "the guest agent stopped answering: {error}"
-                ))),
+                RequestError::Wire(error) => RunError::VmDied(
+                    self.mark_dead(format!("the guest agent stopped answering: {error}")),
+                ),
             })
     }
 
@@ -214,7 +238,12 @@ impl Vm {
         self.request(|agent| {
             agent.spawn(
                 "/bin/kill",
-                vec!["-KILL".into(), "--".into(), format!("-{pid}"), pid.to_string()],
+                vec![
+                    "-KILL".into(),
+                    "--".into(),
+                    format!("-{pid}"),
+                    pid.to_string(),
+                ],
                 vec!["PATH=/usr/bin:/bin".into()],
             )
         })
@@ -241,7 +270,12 @@ impl Vm {
         }
         let result = call(&mut self.agent());
         result.map_err(|error| {
-            let exited = self.qemu().exit_status();
+            let exited = match error {
+                WireError::Closed { .. } | WireError::Io { .. } => {
+                    self.qemu().wait_for_exit(EXIT_GRACE)
+                }
+                _ => self.qemu().exit_status(),
+            };
             match exited {
                 Some(status) => RequestError::VmDied(self.mark_dead(format!(
                     "the VM stopped while the test ran (QEMU exited: {status}; a kernel panic ends QEMU)"
@@ -266,11 +300,15 @@ impl Vm {
     }
 
     fn agent(&self) -> MutexGuard<'_, Agent> {
-        self.agent.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.agent
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn qemu(&self) -> MutexGuard<'_, QemuProcess> {
-        self.qemu.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.qemu
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Asks QEMU to quit, then makes sure it is gone; the VM's directory is
@@ -296,7 +334,8 @@ enum RequestError {
 }
 
 fn finished(status: GuestExecStatus) -> Finished {
-    let text = |bytes: Option<Vec<u8>>| String::from_utf8_lossy(&bytes.unwrap_or_default()).into_owned();
+    let text =
+        |bytes: Option<Vec<u8>>| String::from_utf8_lossy(&bytes.unwrap_or_default()).into_owned();
     Finished {
         exit: match (status.signal, status.exitcode) {
             (Some(signal), _) => Exit::Signal(signal),
@@ -316,19 +355,50 @@ fn failure_details(qemu: &mut QemuProcess, console_log: &Path) -> String {
     if !stderr.is_empty() {
         let _ = write!(details, "\nQEMU said:\n{stderr}");
     }
-    let tail = console_tail(console_log, CONSOLE_TAIL_LINES);
-    if tail.is_empty() {
+    let console =
+        String::from_utf8_lossy(&std::fs::read(console_log).unwrap_or_default()).replace('\r', "");
+    let excerpt = console_excerpt(&console, CONSOLE_LINES);
+    if excerpt.is_empty() {
         details.push_str("\n(the guest console is empty)");
     } else {
-        let _ = write!(details, "\nguest console (last lines):\n{tail}");
+        let _ = write!(details, "\nguest console:\n{excerpt}");
     }
     details
 }
 
-/// The last `lines` lines of the guest console, without carriage returns.
-pub(crate) fn console_tail(console_log: &Path, lines: usize) -> String {
-    let text = std::fs::read(console_log).unwrap_or_default();
-    let text = String::from_utf8_lossy(&text).replace('\r', "");
-    let all: Vec<&str> = text.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
+/// The part of the console that explains a failure: from a little before
+/// the first crash marker (a panic's cause comes before its long stack
+/// trace), else the last lines; `lines` lines at most.
+fn console_excerpt(console: &str, lines: usize) -> String {
+    let all: Vec<&str> = console.lines().collect();
+    let start = CRASH_MARKERS
+        .iter()
+        .find_map(|marker| all.iter().position(|line| line.contains(marker)))
+        .map(|first| first.saturating_sub(5))
+        .unwrap_or(all.len().saturating_sub(lines));
+    let end = all.len().min(start + lines);
+    all[start..end].join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_excerpt_starts_just_before_a_crash() {
+        let mut console: Vec<String> = (0..100).map(|n| format!("boot line {n}")).collect();
+        console.insert(50, "sysrq: Trigger a crash".into());
+        let excerpt = console_excerpt(&console.join("\n"), 10);
+        let lines: Vec<&str> = excerpt.lines().collect();
+        assert_eq!(lines.len(), 10);
+        assert_eq!(lines[0], "boot line 45");
+        assert_eq!(lines[5], "sysrq: Trigger a crash");
+    }
+
+    #[test]
+    fn without_a_crash_the_excerpt_is_the_tail() {
+        let console: Vec<String> = (0..100).map(|n| format!("line {n}")).collect();
+        let excerpt = console_excerpt(&console.join("\n"), 3);
+        assert_eq!(excerpt, "line 97\nline 98\nline 99");
+    }
 }

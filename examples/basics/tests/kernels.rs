@@ -12,7 +12,10 @@ use vmtest_harness::vmtest;
 fn runs_on_the_requested_kernel() {
     let release = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
     println!("running on {}", release.trim());
-    assert!(release.starts_with("6.1.") || release.starts_with("6.12."), "{release}");
+    assert!(
+        release.starts_with("6.1.") || release.starts_with("6.12."),
+        "{release}"
+    );
 }
 
 /// A BPF array map, created and used through the raw `bpf(2)` system call:
@@ -85,7 +88,10 @@ fn update(map: &OwnedFd, key: u32, value: u64) -> io::Result<()> {
 
 fn lookup(map: &OwnedFd, key: u32) -> io::Result<u64> {
     let mut value = 0u64;
-    bpf(BPF_MAP_LOOKUP_ELEM, &mut element_attr(map, &key, &mut value))?;
+    bpf(
+        BPF_MAP_LOOKUP_ELEM,
+        &mut element_attr(map, &key, &mut value),
+    )?;
     Ok(value)
 }
 

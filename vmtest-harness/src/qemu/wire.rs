@@ -29,7 +29,10 @@ pub(crate) enum WireError {
     #[error("{peer} closed the connection")]
     Closed { peer: &'static str },
     #[error("{peer} did not answer within {waited:?}")]
-    Timeout { peer: &'static str, waited: Duration },
+    Timeout {
+        peer: &'static str,
+        waited: Duration,
+    },
     #[error("{peer} refused {command}: {message}")]
     Refused {
         peer: &'static str,
@@ -74,10 +77,12 @@ impl Channel {
             source,
         })?;
         line.push(b'\n');
-        self.stream.write_all(&line).map_err(|source| WireError::Io {
-            peer: self.peer,
-            source,
-        })
+        self.stream
+            .write_all(&line)
+            .map_err(|source| WireError::Io {
+                peer: self.peer,
+                source,
+            })
     }
 
     /// Sends a command and waits for its answer, skipping asynchronous events.
@@ -179,10 +184,7 @@ mod tests {
 
     /// A channel to a fake peer that reads one request, answers `script`,
     /// and hangs up after `hold`.
-    fn pair(
-        script: &'static [u8],
-        hold: Duration,
-    ) -> (Channel, thread::JoinHandle<Vec<u8>>) {
+    fn pair(script: &'static [u8], hold: Duration) -> (Channel, thread::JoinHandle<Vec<u8>>) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sock");
         let listener = UnixListener::bind(&path).unwrap();
@@ -224,8 +226,7 @@ mod tests {
 
     #[test]
     fn an_error_reply_names_the_command() {
-        let (mut channel, _server) =
-            pair(
+        let (mut channel, _server) = pair(
             b"{\"error\": {\"class\": \"GenericError\", \"desc\": \"no such file\"}}\n",
             Duration::ZERO,
         );

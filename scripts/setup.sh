@@ -1,0 +1,282 @@
+#!/usr/bin/env bash
+# Prepare a Debian 12 machine to run vmtest:
+#   1. install QEMU, the guest agent and libc6-dev (only what is missing);
+#   2. fetch the newest Debian generic kernels of each series and extract them
+#      (kernel image + modules) under kernels/;
+#   3. optionally (--builtin-kernel) build a Linux 6.1 kernel with virtio and 9p
+#      built in, from Debian's linux-source-6.1.
+#
+# Idempotent: a second run only checks and prints the summary.
+#
+# Usage: scripts/setup.sh [--builtin-kernel] [-h|--help]
+#
+# Environment:
+#   VMTEST_KERNELS_DIR            destination (default: <repo>/kernels)
+#   VMTEST_KERNEL_SERIES          Debian kernel series to fetch (default: "6.1 6.12";
+#                                 "" fetches none)
+#   VMTEST_BUILD_BUILTIN_KERNEL=1 same as --builtin-kernel
+#   VMTEST_KBUILD_DIR             keep the kernel build tree here (default: a
+#                                 temporary directory, removed afterwards)
+#   VMTEST_KBUILD_JOBS            make -j for the built-in kernel (default: nproc)
+set -euo pipefail
+
+START_SECONDS=$SECONDS
+SCRIPT_DIR=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd -P)
+REPO_ROOT=$(cd -- "$SCRIPT_DIR/.." && pwd -P)
+KERNELS_DIR=${VMTEST_KERNELS_DIR:-$REPO_ROOT/kernels}
+KERNEL_SERIES=${VMTEST_KERNEL_SERIES-6.1 6.12}
+BUILD_BUILTIN=${VMTEST_BUILD_BUILTIN_KERNEL:-0}
+BUILTIN_FRAGMENT=$SCRIPT_DIR/builtin-kernel.config
+# Bump when the build recipe below changes in a way that alters the output.
+BUILTIN_RECIPE=1
+
+usage() { sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"; }
+
+for arg in "$@"; do
+    case $arg in
+        --builtin-kernel) BUILD_BUILTIN=1 ;;
+        -h|--help) usage; exit 0 ;;
+        *) echo "setup.sh: unknown argument: $arg (try --help)" >&2; exit 2 ;;
+    esac
+done
+case $BUILD_BUILTIN in 1|yes|true) BUILD_BUILTIN=1 ;; *) BUILD_BUILTIN=0 ;; esac
+
+log()  { printf '==> %s\n' "$*"; }
+info() { printf '    %s\n' "$*"; }
+die()  { printf 'setup.sh: error: %s\n' "$*" >&2; exit 1; }
+
+if [[ $(id -u) -eq 0 ]]; then
+    SUDO=()
+elif command -v sudo >/dev/null 2>&1; then
+    SUDO=(sudo)
+else
+    SUDO=()   # only a problem if something must be installed; checked there
+fi
+
+[[ -r /etc/debian_version ]] || die "this script expects Debian (apt, dpkg)"
+[[ $(dpkg --print-architecture) == amd64 ]] || die "only amd64 hosts are supported"
+
+CLEANUP=()
+cleanup() { local p; for p in "${CLEANUP[@]}"; do rm -rf -- "$p"; done; }
+trap cleanup EXIT
+
+# ---------------------------------------------------------------------------
+# apt helpers
+
+APT_UPDATED=0
+apt_update_once() {
+    [[ $APT_UPDATED -eq 1 ]] && return 0
+    log "apt-get update"
+    "${SUDO[@]}" apt-get update -qq || die "apt-get update failed"
+    APT_UPDATED=1
+}
+
+dpkg_installed() {
+    dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'
+}
+
+has_candidate() {
+    local c
+    c=$(apt-cache policy "$1" 2>/dev/null | awk '/Candidate:/ {print $2}')
+    [[ -n $c && $c != "(none)" ]]
+}
+
+# apt_install PKG...: install the given (missing) packages.
+apt_install() {
+    [[ $# -gt 0 ]] || return 0
+    if [[ $(id -u) -ne 0 && ${#SUDO[@]} -eq 0 ]]; then
+        die "need to install: $* -- run as root or install sudo"
+    fi
+    local p
+    for p in "$@"; do
+        if ! has_candidate "$p"; then apt_update_once; break; fi
+    done
+    log "Installing: $*"
+    if ! "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive \
+            apt-get install -y -qq --no-install-recommends "$@"; then
+        # Stale package lists give 404s: refresh once and retry.
+        [[ $APT_UPDATED -eq 0 ]] || die "apt-get install $* failed"
+        apt_update_once
+        "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive \
+            apt-get install -y -qq --no-install-recommends "$@" \
+            || die "apt-get install $* failed"
+    fi
+}
+
+# ---------------------------------------------------------------------------
+# 1. Host packages
+
+log "Checking host packages"
+missing=()
+command -v qemu-system-x86_64 >/dev/null 2>&1 || missing+=(qemu-system-x86)
+[[ -x /usr/sbin/qemu-ga ]] || missing+=(qemu-guest-agent)
+{ dpkg_installed libc6-dev && [[ -e /usr/lib/x86_64-linux-gnu/libc.a ]]; } || missing+=(libc6-dev)
+if [[ ${#missing[@]} -eq 0 ]]; then
+    info "qemu-system-x86, qemu-guest-agent, libc6-dev: already installed"
+else
+    apt_install "${missing[@]}"
+fi
+QEMU_VERSION=$(qemu-system-x86_64 --version | head -n1)
+
+# ---------------------------------------------------------------------------
+# 2. Debian kernels
+
+mkdir -p -- "$KERNELS_DIR"
+KERNELS_DIR=$(cd -- "$KERNELS_DIR" && pwd -P)
+
+# newest_kernel_pkg SERIES: newest generic amd64 linux-image package of a series.
+# Covers both Debian naming schemes: linux-image-6.1.0-56-amd64 (ABI name) and
+# linux-image-6.12.117+deb12-amd64. The anchored regex excludes -cloud-, -rt-,
+# -dbg, -unsigned and the meta packages.
+load_kernel_pkg_names() { KERNEL_PKG_NAMES=$(apt-cache pkgnames linux-image- || true); }
+newest_kernel_pkg() {
+    local re="^linux-image-${1//./\\.}(\\.0-[0-9]+|\\.[0-9]+\\+deb[0-9]+)-amd64\$"
+    grep -E -- "$re" <<<"$KERNEL_PKG_NAMES" | sort -V | tail -n1 || true
+}
+
+declare -A KVER KPKG
+[[ -z $KERNEL_SERIES ]] || load_kernel_pkg_names
+for series in $KERNEL_SERIES; do
+    [[ $series =~ ^[0-9]+\.[0-9]+$ ]] || die "bad series in VMTEST_KERNEL_SERIES: '$series'"
+    log "Debian kernel $series"
+    pkg=$(newest_kernel_pkg "$series")
+    if [[ -z $pkg ]]; then
+        apt_update_once
+        load_kernel_pkg_names
+        pkg=$(newest_kernel_pkg "$series")
+    fi
+    [[ -n $pkg ]] || die "no generic linux-image package found for series $series"
+    version=$(apt-cache policy "$pkg" | awk '/Candidate:/ {print $2}')
+    [[ -n $version && $version != "(none)" ]] || die "$pkg has no installable version"
+    release=${pkg#linux-image-}
+    dest=$KERNELS_DIR/debian-$series
+    stamp="$pkg $version"
+
+    if [[ -f $dest/.package && $(<"$dest/.package") == "$stamp" \
+          && -f $dest/boot/vmlinuz-$release && -d $dest/lib/modules/$release ]]; then
+        info "$pkg $version: already extracted"
+    else
+        dl=$(mktemp -d "$KERNELS_DIR/.download.XXXXXX")
+        CLEANUP+=("$dl")
+        # apt's download sandbox user must be able to write there.
+        if [[ $(id -u) -eq 0 ]] && id _apt >/dev/null 2>&1; then chown _apt "$dl"; fi
+        info "downloading $pkg=$version"
+        if ! (cd "$dl" && apt-get download -q "$pkg=$version" >/dev/null); then
+            apt_update_once
+            version=$(apt-cache policy "$pkg" | awk '/Candidate:/ {print $2}')
+            stamp="$pkg $version"
+            (cd "$dl" && apt-get download -q "$pkg=$version" >/dev/null) \
+                || die "apt-get download $pkg failed"
+        fi
+        deb=$(find "$dl" -maxdepth 1 -name '*.deb' | head -n1)
+        [[ -n $deb ]] || die "apt-get download $pkg produced no .deb"
+        info "extracting into $dest"
+        tmp=$KERNELS_DIR/.debian-$series.tmp
+        rm -rf -- "$tmp"
+        CLEANUP+=("$tmp")
+        mkdir -p -- "$tmp"
+        dpkg-deb -x "$deb" "$tmp"
+        [[ -f $tmp/boot/vmlinuz-$release ]] || die "$pkg has no boot/vmlinuz-$release"
+        [[ -d $tmp/lib/modules/$release ]] || die "$pkg has no lib/modules/$release"
+        printf '%s\n' "$stamp" > "$tmp/.package"
+        rm -rf -- "$dest" "$dl"
+        mv -- "$tmp" "$dest"
+    fi
+    ln -sfn -- "debian-$series/boot/vmlinuz-$release" "$KERNELS_DIR/vmlinuz-$series"
+    KVER[$series]=$version
+    KPKG[$series]=$pkg
+done
+
+# ---------------------------------------------------------------------------
+# 3. Optional: Linux 6.1 with virtio and 9p built in
+
+BUILTIN_STATUS="not requested (use --builtin-kernel)"
+if [[ $BUILD_BUILTIN -eq 1 ]]; then
+    log "Built-in kernel (linux-source-6.1 + scripts/builtin-kernel.config)"
+    [[ -f $BUILTIN_FRAGMENT ]] || die "missing $BUILTIN_FRAGMENT"
+    need=()
+    for p in linux-source-6.1 build-essential flex bison bc libelf-dev libssl-dev lz4 xz-utils; do
+        dpkg_installed "$p" || need+=("$p")
+    done
+    apt_install "${need[@]}"
+    src_tar=/usr/src/linux-source-6.1.tar.xz
+    [[ -f $src_tar ]] || die "$src_tar not found after installing linux-source-6.1"
+    src_version=$(dpkg-query -W -f='${Version}' linux-source-6.1)
+    out=$KERNELS_DIR/builtin-6.1
+    hash=$( { echo "recipe=$BUILTIN_RECIPE"; echo "linux-source-6.1=$src_version";
+              cat "$BUILTIN_FRAGMENT"; } | sha256sum | cut -d' ' -f1)
+
+    if [[ -f $out/bzImage && -f $out/.config-hash && $(<"$out/.config-hash") == "$hash" ]]; then
+        info "up to date (linux-source-6.1 $src_version, config hash ${hash:0:12})"
+        BUILTIN_STATUS="cached"
+    else
+        kstart=$SECONDS
+        if [[ -n ${VMTEST_KBUILD_DIR:-} ]]; then
+            kb=$VMTEST_KBUILD_DIR
+            mkdir -p -- "$kb"
+        else
+            kb=$(mktemp -d "${TMPDIR:-/tmp}/vmtest-kbuild.XXXXXX")
+            CLEANUP+=("$kb")
+        fi
+        tree=$kb/linux-source-6.1
+        if [[ ! -f $tree/.vmtest-source || $(<"$tree/.vmtest-source") != "$src_version" ]]; then
+            info "unpacking $src_tar into $kb"
+            rm -rf -- "$tree"
+            tar -xf "$src_tar" -C "$kb"
+            [[ -f $tree/Makefile ]] || die "unexpected layout in $src_tar"
+            printf '%s\n' "$src_version" > "$tree/.vmtest-source"
+        fi
+        kmake=(make -C "$tree" -s KBUILD_BUILD_USER=vmtest KBUILD_BUILD_HOST=vmtest)
+        info "configuring: allnoconfig + fragment, olddefconfig"
+        "${kmake[@]}" allnoconfig KCONFIG_ALLCONFIG="$BUILTIN_FRAGMENT" >/dev/null
+        "${kmake[@]}" olddefconfig >/dev/null
+        # Every option in the fragment must survive (unmet dependencies drop options).
+        bad=0
+        while IFS= read -r line; do
+            if ! grep -qxF -- "$line" "$tree/.config"; then
+                echo "    option not applied: $line" >&2; bad=1
+            fi
+        done < <(grep -E '^(CONFIG_[A-Za-z0-9_]+=.*|# CONFIG_[A-Za-z0-9_]+ is not set)$' "$BUILTIN_FRAGMENT")
+        [[ $bad -eq 0 ]] || die "config fragment not fully applied (missing dependencies?)"
+        if grep -q '=m$' "$tree/.config"; then die "config has modules (=m)"; fi
+        jobs=${VMTEST_KBUILD_JOBS:-$(nproc)}
+        info "building bzImage with make -j$jobs (several minutes; log: $kb/build.log)"
+        if ! nice -n 19 "${kmake[@]}" -j"$jobs" bzImage > "$kb/build.log" 2>&1; then
+            tail -n 30 "$kb/build.log" >&2
+            die "kernel build failed (full log: $kb/build.log; set VMTEST_KBUILD_DIR to keep it)"
+        fi
+        tmp=$KERNELS_DIR/.builtin-6.1.tmp
+        rm -rf -- "$tmp"
+        CLEANUP+=("$tmp")
+        mkdir -p -- "$tmp"
+        cp -- "$tree/arch/x86/boot/bzImage" "$tmp/bzImage"
+        cp -- "$tree/vmlinux" "$tmp/vmlinux"       # PVH: QEMU -kernel boots it directly
+        cp -- "$tree/.config" "$tmp/config"
+        "${kmake[@]}" kernelrelease > "$tmp/release"
+        printf 'linux-source-6.1 %s\n' "$src_version" > "$tmp/.package"
+        printf '%s\n' "$hash" > "$tmp/.config-hash"
+        rm -rf -- "$out"
+        mv -- "$tmp" "$out"
+        BUILTIN_STATUS="built in $((SECONDS - kstart)) s"
+    fi
+fi
+
+# ---------------------------------------------------------------------------
+# Summary
+
+log "Summary"
+info "qemu:       $QEMU_VERSION"
+info "qemu-ga:    $(/usr/sbin/qemu-ga --version 2>/dev/null | head -n1 || echo '?')"
+info "kernels in: $KERNELS_DIR"
+for series in $KERNEL_SERIES; do
+    link=$KERNELS_DIR/vmlinuz-$series
+    info "  vmlinuz-$series -> $(readlink "$link")  (${KPKG[$series]} ${KVER[$series]})"
+    info "    modules: $KERNELS_DIR/debian-$series/lib/modules/${KPKG[$series]#linux-image-}"
+done
+if [[ $BUILD_BUILTIN -eq 1 ]]; then
+    info "  builtin-6.1/bzImage, builtin-6.1/vmlinux: $(<"$KERNELS_DIR/builtin-6.1/release")" \
+         "(linux-source-6.1 $src_version, $BUILTIN_STATUS)"
+else
+    info "  builtin-6.1: $BUILTIN_STATUS"
+fi
+info "done in $((SECONDS - START_SECONDS)) s"
