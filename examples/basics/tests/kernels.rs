@@ -73,24 +73,27 @@ fn create_array_map(key_size: u64, value_size: u64, max_entries: u64) -> io::Res
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
-fn element_attr(map: &OwnedFd, key: &u32, value: *const u64) -> BpfAttr {
+/// The attribute for element commands; `value` is the address the kernel
+/// reads the value from (update) or writes it to (lookup).
+fn element_attr(map: &OwnedFd, key: &u32, value: u64) -> BpfAttr {
     use std::os::fd::AsRawFd;
     let mut attr: BpfAttr = [0; 16];
     attr[0] = map.as_raw_fd() as u64;
     attr[1] = key as *const u32 as u64;
-    attr[2] = value as u64;
+    attr[2] = value;
     attr
 }
 
 fn update(map: &OwnedFd, key: u32, value: u64) -> io::Result<()> {
-    bpf(BPF_MAP_UPDATE_ELEM, &mut element_attr(map, &key, &value)).map(drop)
+    let value_address = &value as *const u64 as u64;
+    bpf(BPF_MAP_UPDATE_ELEM, &mut element_attr(map, &key, value_address)).map(drop)
 }
 
 fn lookup(map: &OwnedFd, key: u32) -> io::Result<u64> {
     let mut value = 0u64;
     bpf(
         BPF_MAP_LOOKUP_ELEM,
-        &mut element_attr(map, &key, &mut value),
+        &mut element_attr(map, &key, &mut value as *mut u64 as u64),
     )?;
     Ok(value)
 }
