@@ -81,16 +81,22 @@ struct Run {
     elapsed: Duration,
 }
 
-fn fixture(args: &[&str], configure: impl FnOnce(&mut Command)) -> Run {
-    let tmp = tempfile::tempdir().unwrap();
+/// The fixture with `args`, the kernels, and `tmp` as its temporary directory.
+fn fixture_command(args: &[&str], tmp: &Path) -> Command {
     let mut command = Command::new(fixture_binary());
     command
         .args(args)
-        .env("TMPDIR", tmp.path())
+        .env("TMPDIR", tmp)
         .env("FIXTURE_KERNEL_6_1", kernel("6.1").0)
         .env("FIXTURE_KERNEL_6_12", kernel("6.12").0)
         .env_remove("VMTEST_KERNEL")
         .stdin(Stdio::null());
+    command
+}
+
+fn fixture(args: &[&str], configure: impl FnOnce(&mut Command)) -> Run {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut command = fixture_command(args, tmp.path());
     configure(&mut command);
     let started = Instant::now();
     let output = command.output().unwrap();
@@ -135,21 +141,25 @@ impl Run {
         &rest[..end]
     }
 
-    /// Nothing of ours may outlive the run: no VM directory, no QEMU.
     fn assert_nothing_left_behind(&self) {
-        let leftovers: Vec<_> = std::fs::read_dir(self.tmp.path()).unwrap().collect();
-        assert!(leftovers.is_empty(), "left in TMPDIR: {leftovers:?}");
-        let marker = self.tmp.path().to_str().unwrap();
-        let qemus = Command::new("pgrep")
-            .args(["-af", marker])
-            .output()
-            .unwrap();
-        assert!(
-            qemus.stdout.is_empty(),
-            "processes still running: {}",
-            String::from_utf8_lossy(&qemus.stdout)
-        );
+        assert_nothing_left_in(self.tmp.path());
     }
+}
+
+/// Nothing of a run may outlive it: no VM directory in its `TMPDIR`, no
+/// process using one.
+fn assert_nothing_left_in(tmp: &Path) {
+    let leftovers: Vec<_> = std::fs::read_dir(tmp).unwrap().collect();
+    assert!(leftovers.is_empty(), "left in TMPDIR: {leftovers:?}");
+    let processes = Command::new("pgrep")
+        .args(["-af", tmp.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        processes.stdout.is_empty(),
+        "processes still running: {}",
+        String::from_utf8_lossy(&processes.stdout)
+    );
 }
 
 #[test]
@@ -323,11 +333,7 @@ fn a_missing_qemu_is_explained() {
 #[test]
 fn ctrl_c_ends_every_vm() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut child = Command::new(fixture_binary())
-        .args(["runs_past_its_timeout"])
-        .env("TMPDIR", tmp.path())
-        .env("FIXTURE_KERNEL_6_1", kernel("6.1").0)
-        .env("FIXTURE_KERNEL_6_12", kernel("6.12").0)
+    let mut child = fixture_command(&["runs_past_its_timeout"], tmp.path())
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
@@ -342,16 +348,5 @@ fn ctrl_c_ends_every_vm() {
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(130));
-    let leftovers: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().collect();
-    assert!(leftovers.is_empty(), "left in TMPDIR: {leftovers:?}");
-    let marker = tmp.path().to_str().unwrap();
-    let qemus = Command::new("pgrep")
-        .args(["-af", marker])
-        .output()
-        .unwrap();
-    assert!(
-        qemus.stdout.is_empty(),
-        "{}",
-        String::from_utf8_lossy(&qemus.stdout)
-    );
+    assert_nothing_left_in(tmp.path());
 }

@@ -86,7 +86,11 @@ fn element_attr(map: &OwnedFd, key: &u32, value: u64) -> BpfAttr {
 
 fn update(map: &OwnedFd, key: u32, value: u64) -> io::Result<()> {
     let value_address = &value as *const u64 as u64;
-    bpf(BPF_MAP_UPDATE_ELEM, &mut element_attr(map, &key, value_address)).map(drop)
+    bpf(
+        BPF_MAP_UPDATE_ELEM,
+        &mut element_attr(map, &key, value_address),
+    )
+    .map(drop)
 }
 
 fn lookup(map: &OwnedFd, key: u32) -> io::Result<u64> {
