@@ -38,7 +38,9 @@ fn run(path: &str) -> Verdict {
     if let Some(dir) = std::env::var_os(GUEST_CWD_VAR) {
         if let Err(error) = std::env::set_current_dir(&dir) {
             return Verdict::Failed(format!(
-                "cannot enter the working directory {} in the guest: {error}",
+                "cannot enter the working directory {} in the guest: {error} \
+                 (the guest sees the host's root, but has its own /tmp and /run: \
+                 run from elsewhere)",
                 dir.to_string_lossy()
             ));
         }

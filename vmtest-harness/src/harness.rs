@@ -10,7 +10,7 @@ use libtest_mimic::{Arguments, Conclusion, Trial};
 use crate::plan::{self, PlannedTest};
 use crate::pool::Pool;
 use crate::runner::Runner;
-use crate::settings::Settings;
+use crate::settings::{self, Settings};
 use crate::shape::VmShape;
 use crate::{guest, registry};
 
@@ -49,6 +49,7 @@ fn run(args: &Arguments, planned: Vec<PlannedTest>) -> Conclusion {
             .ok()
             .map(|settings| settings.shared_dir.to_string_lossy().into_owned()),
         nocapture: args.nocapture,
+        verbose: settings::verbose(),
     });
     let pool = Pool::new(settings);
     let env = |var: &str| std::env::var(var).ok();

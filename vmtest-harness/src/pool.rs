@@ -4,6 +4,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, Once, OnceLock};
 use std::thread::{self, JoinHandle};
+use std::time::Instant;
 
 use crate::boot;
 use crate::settings::Settings;
@@ -81,7 +82,8 @@ impl Pool {
             boot_timeout: settings.boot_timeout,
         };
         let describe = |error: BootError| format!("{}: {error}", shape.kernel.display());
-        match Vm::boot(&config) {
+        let started = Instant::now();
+        let vm = match Vm::boot(&config) {
             Err(BootError::Hung { .. }) => {
                 eprintln!(
                     "vmtest: {} did not come up in time; trying once more",
@@ -90,7 +92,17 @@ impl Pool {
                 Vm::boot(&config).map_err(describe)
             }
             result => result.map_err(describe),
+        }?;
+        if settings.verbose {
+            eprintln!(
+                "vmtest: {} booted in {:.2?} ({} MiB, {} vCPUs)",
+                shape.kernel.display(),
+                started.elapsed(),
+                shape.memory_mib,
+                shape.cpus
+            );
         }
+        Ok(vm)
     }
 
     /// Waits for boots still in flight, then shuts every VM down.

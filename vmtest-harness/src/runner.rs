@@ -2,7 +2,7 @@
 //! guest, wait for it, turn what it printed into a libtest outcome.
 
 use std::ffi::OsString;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use libtest_mimic::Failed;
 
@@ -23,6 +23,8 @@ pub(crate) struct Runner {
     pub shared_dir: Option<String>,
     /// `--nocapture`: print each test's output when it finishes.
     pub nocapture: bool,
+    /// Say how long each test took in its VM.
+    pub verbose: bool,
 }
 
 impl Runner {
@@ -39,7 +41,15 @@ impl Runner {
             .timeout_ms
             .map(Duration::from_millis)
             .unwrap_or(DEFAULT_TIMEOUT);
+        let started = Instant::now();
         let result = vm.run(&self.binary, Vec::new(), self.environment(planned), timeout);
+        if self.verbose {
+            eprintln!(
+                "vmtest: {} ran in {:.2?} in its VM",
+                planned.name,
+                started.elapsed()
+            );
+        }
         match result {
             Ok(finished) => self.judge(&planned.name, finished),
             Err(RunError::TimedOut { timeout, partial }) => {

@@ -21,6 +21,8 @@ pub(crate) struct Settings {
     pub cache_dir: PathBuf,
     /// The host directory guests may write to.
     pub shared_dir: PathBuf,
+    /// `VMTEST_VERBOSE`: say how long each boot and each test took.
+    pub verbose: bool,
 }
 
 /// A setting that makes every VM impossible.
@@ -73,8 +75,14 @@ impl Settings {
             // Canonical, because the guest mounts it at this same path.
             shared_dir: shared_dir.canonicalize().unwrap_or(shared_dir),
             cache_dir,
+            verbose: verbose(),
         })
     }
+}
+
+/// Whether `VMTEST_VERBOSE` asks for timings.
+pub(crate) fn verbose() -> bool {
+    std::env::var("VMTEST_VERBOSE").is_ok_and(|value| !value.is_empty() && value != "0")
 }
 
 /// `VMTEST_CACHE_DIR`, else `vmtest/` in the cargo target directory holding

@@ -105,7 +105,10 @@ pub(crate) enum RunError {
     },
     #[error("{0}")]
     VmDied(String),
-    #[error("could not start {path} in the guest: {source}")]
+    #[error(
+        "could not start {path} in the guest: {source} (the guest sees the host's root, \
+         but has its own /tmp and /run: build outside them)"
+    )]
     Spawn {
         path: String,
         #[source]
