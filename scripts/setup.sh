@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Prepare a Debian 12 machine to run vmtest:
-#   1. install QEMU, the guest agent and libc6-dev (only what is missing);
+#   1. install QEMU, the guest agent, libc6-dev and cpio (only what is missing);
 #   2. fetch the newest Debian generic kernels of each series and extract them
 #      (kernel image + modules) under kernels/;
 #   3. optionally (--builtin-kernel) build a Linux 6.1 kernel with virtio and 9p
@@ -111,8 +111,10 @@ missing=()
 command -v qemu-system-x86_64 >/dev/null 2>&1 || missing+=(qemu-system-x86)
 [[ -x /usr/sbin/qemu-ga ]] || missing+=(qemu-guest-agent)
 { dpkg_installed libc6-dev && [[ -e /usr/lib/x86_64-linux-gnu/libc.a ]]; } || missing+=(libc6-dev)
+# GNU cpio reads back the harness's initramfs archives in its tests.
+command -v cpio >/dev/null 2>&1 || missing+=(cpio)
 if [[ ${#missing[@]} -eq 0 ]]; then
-    info "qemu-system-x86, qemu-guest-agent, libc6-dev: already installed"
+    info "qemu-system-x86, qemu-guest-agent, libc6-dev, cpio: already installed"
 else
     apt_install "${missing[@]}"
 fi
