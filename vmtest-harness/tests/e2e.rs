@@ -41,6 +41,19 @@ fn kernel(series: &str) -> (PathBuf, String) {
     (image, release)
 }
 
+/// The kernel with 9p and virtio built in (`scripts/setup.sh
+/// --builtin-kernel`), and its release string.
+fn builtin_kernel() -> (PathBuf, String) {
+    let dir = kernels_dir().join("builtin-6.1");
+    let release = std::fs::read_to_string(dir.join("release")).unwrap_or_else(|_| {
+        panic!(
+            "{} is missing: run scripts/setup.sh --builtin-kernel",
+            dir.display()
+        )
+    });
+    (dir.join("bzImage"), release.trim().to_string())
+}
+
 /// The fixture's test binary, built once per run of this file.
 fn fixture_binary() -> &'static Path {
     static BINARY: OnceLock<PathBuf> = OnceLock::new();
@@ -89,6 +102,7 @@ fn fixture_command(args: &[&str], tmp: &Path) -> Command {
         .env("TMPDIR", tmp)
         .env("FIXTURE_KERNEL_6_1", kernel("6.1").0)
         .env("FIXTURE_KERNEL_6_12", kernel("6.12").0)
+        .env("FIXTURE_KERNEL_BUILTIN", builtin_kernel().0)
         .env_remove("VMTEST_KERNEL")
         .stdin(Stdio::null());
     command
@@ -183,10 +197,13 @@ fn a_full_run_reports_every_outcome_on_both_kernels() {
     for passing in [
         "prints_uname[vmlinuz-6.1]",
         "prints_uname[vmlinuz-6.12]",
+        "prints_uname[bzImage]",
         "host_root_is_read_only_and_tmp_is_writable[vmlinuz-6.1]",
         "host_root_is_read_only_and_tmp_is_writable[vmlinuz-6.12]",
+        "host_root_is_read_only_and_tmp_is_writable[bzImage]",
         "kernel_filesystems_are_mounted[vmlinuz-6.1]",
         "kernel_filesystems_are_mounted[vmlinuz-6.12]",
+        "kernel_filesystems_are_mounted[bzImage]",
         "sees_the_host_environment_and_working_directory",
         "writes_to_the_shared_directory",
         "panics_as_expected",
@@ -209,14 +226,16 @@ fn a_full_run_reports_every_outcome_on_both_kernels() {
     assert_eq!(run.result_of("ignored_test"), "ignored");
     assert!(run
         .stdout
-        .contains("test result: FAILED. 10 passed; 8 failed; 1 ignored"));
+        .contains("test result: FAILED. 13 passed; 8 failed; 1 ignored"));
 
     // The guest ran the kernel each test was annotated with.
-    for series in ["6.1", "6.12"] {
-        let release = kernel(series).1;
-        let shown = format!(
-            "---- prints_uname[vmlinuz-{series}] output ----\nguest kernel release: {release}\n"
-        );
+    for (label, release) in [
+        ("vmlinuz-6.1", kernel("6.1").1),
+        ("vmlinuz-6.12", kernel("6.12").1),
+        ("bzImage", builtin_kernel().1),
+    ] {
+        let shown =
+            format!("---- prints_uname[{label}] output ----\nguest kernel release: {release}\n");
         assert!(run.stdout.contains(&shown), "expected {shown:?}");
     }
     // What the guest wrote to the shared directory is on the host.
@@ -281,7 +300,7 @@ fn list_boots_nothing() {
             .lines()
             .filter(|line| line.ends_with(": test"))
             .count(),
-        19
+        22
     );
     assert!(
         run.elapsed < Duration::from_secs(5),
@@ -298,14 +317,14 @@ fn filters_select_tests_as_libtest_does() {
     assert_eq!(run.result_of("prints_uname[vmlinuz-6.12]"), "ok");
     assert!(run
         .stdout
-        .contains("1 passed; 0 failed; 0 ignored; 0 measured; 18 filtered out"));
+        .contains("1 passed; 0 failed; 0 ignored; 0 measured; 21 filtered out"));
 
     let run = fixture(&["panics_", "--skip", "wrong"], |_| {});
     assert!(run.output.status.success());
     assert_eq!(run.result_of("panics_as_expected"), "ok");
     assert!(run
         .stdout
-        .contains("1 passed; 0 failed; 0 ignored; 0 measured; 18 filtered out"));
+        .contains("1 passed; 0 failed; 0 ignored; 0 measured; 21 filtered out"));
 
     let run = fixture(&["--ignored"], |_| {});
     assert_eq!(run.output.status.code(), Some(101));
