@@ -21,7 +21,8 @@
 //!
 //! The boot: mount `/dev`, `/proc`, `/sys`; load the modules; mount the host
 //! root; mount tmpfs, bpffs, tracefs, debugfs, cgroup2 inside it and move
-//! `/dev`, `/proc`, `/sys` over; mount the shared directory; switch root; start
+//! `/dev`, `/proc`, `/sys` over; mount the shared directory; switch root;
+//! bring up `lo`; start
 //! the host's `qemu-ga` on the agent's port; reap children until the agent
 //! exits; power off. Every path ends in a power-off: PID 1 must never exit
 //! (that is a kernel panic) nor hang silently.
@@ -61,7 +62,25 @@ mod sys {
         pub fn reboot(cmd: c_int) -> c_int;
         pub fn sync();
         pub fn tcdrain(fd: c_int) -> c_int;
+        pub fn socket(domain: c_int, kind: c_int, protocol: c_int) -> c_int;
+        pub fn ioctl(fd: c_int, request: c_ulong, ...) -> c_int;
+        pub fn close(fd: c_int) -> c_int;
     }
+
+    /// `struct ifreq` as the interface-flags ioctls use it.
+    #[repr(C)]
+    pub struct IfreqFlags {
+        pub name: [u8; 16],
+        pub flags: i16,
+        pub _pad: [u8; 22],
+    }
+
+    pub const AF_INET: c_int = 2;
+    pub const SOCK_DGRAM: c_int = 2;
+    pub const SOCK_CLOEXEC: c_int = 0o2000000;
+    pub const SIOCGIFFLAGS: c_ulong = 0x8913;
+    pub const SIOCSIFFLAGS: c_ulong = 0x8914;
+    pub const IFF_UP: i16 = 1;
 
     pub const MS_RDONLY: c_ulong = 1;
     pub const MS_NOSUID: c_ulong = 2;
@@ -151,10 +170,45 @@ fn boot() -> Result<()> {
         step("mount the shared directory", || mount_shared(dir))?;
     }
     step("switch root", switch_root)?;
+    if let Err(err) = loopback_up() {
+        // Best effort: a kernel without networking has no `lo`.
+        warn!("cannot bring up lo: {err}");
+    }
     let port = step("find the agent's port", find_agent_port)?;
     let agent = step("start qemu-ga", || start_agent(&port))?;
     let status = reap_until_exit(agent)?;
     Err(format!("qemu-ga exited ({status})"))
+}
+
+/// Brings up the loopback interface (the kernel creates it down), so tests
+/// can use 127.0.0.1.
+fn loopback_up() -> io::Result<()> {
+    // SAFETY: plain syscalls on a socket we own and close, with a correctly
+    // sized `struct ifreq`.
+    unsafe {
+        let fd = sys::socket(sys::AF_INET, sys::SOCK_DGRAM | sys::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let mut request = sys::IfreqFlags {
+            name: [0; 16],
+            flags: 0,
+            _pad: [0; 22],
+        };
+        request.name[..2].copy_from_slice(b"lo");
+        let mut result = sys::ioctl(fd, sys::SIOCGIFFLAGS, &mut request);
+        if result == 0 {
+            request.flags |= sys::IFF_UP;
+            result = sys::ioctl(fd, sys::SIOCSIFFLAGS, &request);
+        }
+        let error = io::Error::last_os_error();
+        sys::close(fd);
+        if result == 0 {
+            Ok(())
+        } else {
+            Err(error)
+        }
+    }
 }
 
 /// Runs one boot step, logging its duration in debug mode.

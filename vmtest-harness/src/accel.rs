@@ -35,6 +35,17 @@ impl Accel {
         }
     }
 
+    /// The `-accel` argument. TCG runs all vCPUs on one host thread: with
+    /// multi-threaded TCG, a guest kernel patching its own text (static keys,
+    /// alternatives) on one vCPU while another runs it now and then oopses on
+    /// a stale `int3` during boot (seen with Debian 6.12 and two vCPUs).
+    pub(crate) fn qemu_accel(self) -> &'static str {
+        match self {
+            Accel::Kvm => "kvm",
+            Accel::Tcg => "tcg,thread=single",
+        }
+    }
+
     /// `host` passes the real CPU through; under TCG `max` emulates every
     /// feature QEMU knows, so kernels find what they look for.
     pub(crate) fn cpu_model(self) -> &'static str {

@@ -204,6 +204,9 @@ fn a_full_run_reports_every_outcome_on_both_kernels() {
         "kernel_filesystems_are_mounted[vmlinuz-6.1]",
         "kernel_filesystems_are_mounted[vmlinuz-6.12]",
         "kernel_filesystems_are_mounted[bzImage]",
+        "loopback_is_up[vmlinuz-6.1]",
+        "loopback_is_up[vmlinuz-6.12]",
+        "loopback_is_up[bzImage]",
         "sees_the_host_environment_and_working_directory",
         "writes_to_the_shared_directory",
         "panics_as_expected",
@@ -226,7 +229,7 @@ fn a_full_run_reports_every_outcome_on_both_kernels() {
     assert_eq!(run.result_of("ignored_test"), "ignored");
     assert!(run
         .stdout
-        .contains("test result: FAILED. 13 passed; 8 failed; 1 ignored"));
+        .contains("test result: FAILED. 16 passed; 8 failed; 1 ignored"));
 
     // The guest ran the kernel each test was annotated with.
     for (label, release) in [
@@ -300,7 +303,7 @@ fn list_boots_nothing() {
             .lines()
             .filter(|line| line.ends_with(": test"))
             .count(),
-        22
+        25
     );
     assert!(
         run.elapsed < Duration::from_secs(5),
@@ -317,14 +320,14 @@ fn filters_select_tests_as_libtest_does() {
     assert_eq!(run.result_of("prints_uname[vmlinuz-6.12]"), "ok");
     assert!(run
         .stdout
-        .contains("1 passed; 0 failed; 0 ignored; 0 measured; 21 filtered out"));
+        .contains("1 passed; 0 failed; 0 ignored; 0 measured; 24 filtered out"));
 
     let run = fixture(&["panics_", "--skip", "wrong"], |_| {});
     assert!(run.output.status.success());
     assert_eq!(run.result_of("panics_as_expected"), "ok");
     assert!(run
         .stdout
-        .contains("1 passed; 0 failed; 0 ignored; 0 measured; 21 filtered out"));
+        .contains("1 passed; 0 failed; 0 ignored; 0 measured; 24 filtered out"));
 
     let run = fixture(&["--ignored"], |_| {});
     assert_eq!(run.output.status.code(), Some(101));

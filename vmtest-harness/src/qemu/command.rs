@@ -66,7 +66,7 @@ fn machine(accel: Accel, cpus: u32, memory_mib: u32) -> Vec<OsString> {
         "-machine",
         "pc",
         "-accel",
-        accel.qemu_name(),
+        accel.qemu_accel(),
         "-cpu",
         accel.cpu_model(),
         "-smp",
@@ -190,7 +190,7 @@ mod tests {
         let args = arguments(&config(Path::new("/t/vmtest/shared")));
         assert_eq!(args[0], "-nodefaults");
         assert!(args.iter().any(|arg| arg == "-no-reboot"));
-        assert_eq!(after(&args, "-accel"), ["tcg"]);
+        assert_eq!(after(&args, "-accel"), ["tcg,thread=single"]);
         assert_eq!(after(&args, "-smp"), ["2"]);
         assert_eq!(after(&args, "-m"), ["512M"]);
         assert_eq!(after(&args, "-kernel"), ["/k/vmlinuz"]);
