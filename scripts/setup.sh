@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Prepare a Debian 12 machine to run vmtest:
-#   1. install QEMU, the guest agent, libc6-dev and cpio (only what is missing);
+#   1. install QEMU, the guest agent, libc6-dev, cpio and what examples/bpf
+#      builds with (clang, libelf, zlib), only what is missing;
 #   2. fetch the newest Debian generic kernels of each series and extract them
 #      (kernel image + modules) under kernels/;
 #   3. optionally (--builtin-kernel) build a Linux 6.1 kernel with virtio and 9p
@@ -113,8 +114,13 @@ command -v qemu-system-x86_64 >/dev/null 2>&1 || missing+=(qemu-system-x86)
 { dpkg_installed libc6-dev && [[ -e /usr/lib/x86_64-linux-gnu/libc.a ]]; } || missing+=(libc6-dev)
 # GNU cpio reads back the harness's initramfs archives in its tests.
 command -v cpio >/dev/null 2>&1 || missing+=(cpio)
+# examples/bpf: clang compiles the BPF C; libbpf-sys builds its bundled libbpf
+# against libelf and zlib.
+for package in clang libelf-dev zlib1g-dev pkg-config make; do
+    dpkg_installed "$package" || missing+=("$package")
+done
 if [[ ${#missing[@]} -eq 0 ]]; then
-    info "qemu-system-x86, qemu-guest-agent, libc6-dev, cpio: already installed"
+    info "qemu-system-x86, qemu-guest-agent, libc6-dev, cpio, clang, libelf-dev, zlib1g-dev, pkg-config, make: already installed"
 else
     apt_install "${missing[@]}"
 fi
