@@ -76,6 +76,25 @@ impl VmTest {
             None => self.name.to_string(),
         }
     }
+
+    /// `self.path() == path`, without allocating.
+    fn has_path(&self, path: &str) -> bool {
+        match self.module_path.split_once("::") {
+            Some((_crate, module)) => path
+                .strip_prefix(module)
+                .and_then(|rest| rest.strip_prefix("::"))
+                .is_some_and(|name| name == self.name),
+            None => path == self.name,
+        }
+    }
+}
+
+/// The registered test whose [`VmTest::path`] is `path`, found without
+/// listing or sorting: the guest side runs once per test, under emulation.
+pub fn find(path: &str) -> Option<&'static VmTest> {
+    inventory::iter::<VmTest>
+        .into_iter()
+        .find(|test| test.has_path(path))
 }
 
 /// Every registered test, sorted by path so runs and listings are stable
@@ -84,4 +103,37 @@ pub fn all() -> Vec<&'static VmTest> {
     let mut tests: Vec<&'static VmTest> = inventory::iter::<VmTest>.into_iter().collect();
     tests.sort_by_key(|test| test.path());
     tests
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn test(module_path: &'static str) -> VmTest {
+        VmTest {
+            name: "probe",
+            module_path,
+            manifest_dir: "/crate",
+            kernels: &[],
+            modules: None,
+            memory_mib: None,
+            cpus: None,
+            kernel_args: "",
+            timeout_ms: None,
+            ignore: false,
+            should_panic: ShouldPanic::No,
+            run: || Ok(()),
+        }
+    }
+
+    #[test]
+    fn has_path_agrees_with_path() {
+        for module_path in ["kernels", "kernels::bpf", "kernels::bpf::maps"] {
+            let test = test(module_path);
+            assert!(test.has_path(&test.path()), "{module_path}");
+            for other in ["probe2", "bpf::probe", "bpf::maps::probe2", "maps::probe", ""] {
+                assert_eq!(test.has_path(other), test.path() == other, "{module_path} {other}");
+            }
+        }
+    }
 }
