@@ -403,7 +403,7 @@ impl ModuleIndex {
         for module in found {
             let replace = files
                 .get(&module.name)
-                .map_or(true, |old| prefer(dir, &module, old));
+                .is_none_or(|old| prefer(dir, &module, old));
             if replace {
                 files.insert(module.name.clone(), module);
             }
