@@ -78,7 +78,10 @@ fn name_the_main_thread_in_panics(test_name: String) {
             .unwrap_or_default();
         let backtrace = Backtrace::capture();
         let mut stderr = std::io::stderr().lock();
-        let _ = writeln!(stderr, "\nthread '{name}' panicked at {location}:\n{message}");
+        let _ = writeln!(
+            stderr,
+            "\nthread '{name}' panicked at {location}:\n{message}"
+        );
         let _ = match backtrace.status() {
             BacktraceStatus::Captured => writeln!(stderr, "stack backtrace:\n{backtrace}"),
             _ => writeln!(

@@ -131,8 +131,18 @@ mod tests {
         for module_path in ["kernels", "kernels::bpf", "kernels::bpf::maps"] {
             let test = test(module_path);
             assert!(test.has_path(&test.path()), "{module_path}");
-            for other in ["probe2", "bpf::probe", "bpf::maps::probe2", "maps::probe", ""] {
-                assert_eq!(test.has_path(other), test.path() == other, "{module_path} {other}");
+            for other in [
+                "probe2",
+                "bpf::probe",
+                "bpf::maps::probe2",
+                "maps::probe",
+                "",
+            ] {
+                assert_eq!(
+                    test.has_path(other),
+                    test.path() == other,
+                    "{module_path} {other}"
+                );
             }
         }
     }

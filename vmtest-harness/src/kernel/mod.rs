@@ -7,6 +7,7 @@
 
 pub(crate) mod image;
 pub(crate) mod modules;
+pub(crate) mod vmlinux;
 
 /// Real Debian kernels for tests, extracted by the setup script.
 #[cfg(test)]

@@ -1,0 +1,196 @@
+#!/usr/bin/env python3
+"""vmtest's boot and per-test benchmark, under whatever accelerator vmtest picks.
+
+Measures, for each Debian kernel (scripts/setup.sh fetches them):
+  floor      plain QEMU, same machine, memory and image (the bzImage, and
+             the vmlinux vmtest extracts from it and boots), to its first
+             userspace process (an init that powers off at once)
+  boot       vmtest: QEMU start to a ready guest agent (VMTEST_VERBOSE)
+  per test   one empty test in a booted VM, host-observed, 100 in a row
+  100 x 2    100 empty tests on both kernels in one run (two boots overlap)
+  memory     QEMU's RSS with one idle VM
+Each figure is the median of --reps runs; ratios are taken within this run.
+Usage: bench/run.py [--reps N]
+"""
+
+import argparse
+import hashlib
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+KERNELS = ROOT / "kernels"
+SERIES = ["6.1", "6.12"]
+QEMU = os.environ.get("VMTEST_QEMU", "qemu-system-x86_64")
+
+
+def build_subject():
+    """The 100-empty-tests crate's test binary."""
+    out = subprocess.run(
+        ["cargo", "test", "--no-run", "--message-format=json",
+         "--manifest-path", str(ROOT / "bench/trivial/Cargo.toml"),
+         "--target-dir", str(ROOT / "target/bench")],
+        check=True, stdout=subprocess.PIPE, text=True).stdout
+    for line in out.splitlines():
+        message = json.loads(line)
+        if message.get("target", {}).get("name") == "trivial" and message.get("executable"):
+            return message["executable"]
+    sys.exit("cargo did not report the benchmark's test binary")
+
+
+def build_floor_initramfs(workdir):
+    """A newc archive holding only the power-off init."""
+    init = workdir / "init"
+    subprocess.run(["gcc", "-static", "-O2", "-o", str(init), str(ROOT / "bench/poweroff-init.c")],
+                   check=True)
+    archive = workdir / "floor.cpio"
+    with open(archive, "wb") as out:
+        subprocess.run(["cpio", "--quiet", "-o", "-H", "newc"], input=b"init\n", cwd=workdir,
+                       stdout=out, check=True)
+    return archive
+
+
+def floor_seconds(image, initramfs, accel):
+    """QEMU start to exit for `image` straight to the power-off init."""
+    started = time.monotonic()
+    subprocess.run(
+        [QEMU, "-nodefaults", "-no-user-config", "-nographic", "-display", "none", "-no-reboot",
+         "-machine", "pc", "-accel", accel, "-cpu", "max", "-smp", "2", "-m", "512M",
+         "-kernel", str(image), "-initrd", str(initramfs),
+         "-append", "console=ttyS0 panic=-1 rdinit=/init", "-serial", "null"],
+        check=True, timeout=120, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return time.monotonic() - started
+
+
+def extracted_vmlinux(image):
+    """The vmlinux vmtest extracted from `image` and boots, if any."""
+    digest = hashlib.sha256(image.read_bytes()).hexdigest()[:16]
+    path = ROOT / "target/bench/vmtest" / f"vmlinux-{digest}"
+    return path if path.exists() else None
+
+
+def run_subject(binary, args, env_extra=None):
+    env = dict(os.environ, VMTEST_VERBOSE="1",
+               BENCH_KERNEL_6_1=str(KERNELS / "vmlinuz-6.1"),
+               BENCH_KERNEL_6_12=str(KERNELS / "vmlinuz-6.12"))
+    env.update(env_extra or {})
+    started = time.monotonic()
+    result = subprocess.run([binary, *args], env=env, cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, timeout=600)
+    elapsed = time.monotonic() - started
+    if result.returncode != 0:
+        sys.exit(f"benchmark run {args} failed:\n{result.stdout}\n{result.stderr}")
+    return elapsed, result.stderr
+
+
+def seconds(text):
+    """A Rust `{:?}` duration such as 4.21s or 85.3ms, in seconds."""
+    value, unit = re.fullmatch(r"([\d.]+)(s|ms|µs)", text).groups()
+    return float(value) / {"s": 1, "ms": 1e3, "µs": 1e6}[unit]
+
+
+def boots(stderr):
+    return [seconds(m) for m in re.findall(r"booted in (\S+) ", stderr)]
+
+
+def per_test(stderr):
+    return [seconds(m) for m in re.findall(r"ran in (\S+) in its VM", stderr)]
+
+
+def qemu_rss_mib(marker):
+    """Total RSS of QEMU processes whose command line mentions `marker`."""
+    total = 0
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            if b"qemu-system" not in cmdline or marker.encode() not in cmdline:
+                continue
+            status = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            continue
+        total += int(re.search(r"VmRSS:\s+(\d+) kB", status).group(1))
+    return total / 1024
+
+
+def idle_rss(binary, series):
+    with tempfile.TemporaryDirectory() as tmp:
+        env = dict(os.environ, TMPDIR=tmp, BENCH_KERNEL_6_1=str(KERNELS / "vmlinuz-6.1"),
+                   BENCH_KERNEL_6_12=str(KERNELS / "vmlinuz-6.12"))
+        child = subprocess.Popen([binary, "--ignored", "--exact", f"idle[vmlinuz-{series}]"],
+                                 env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 120
+        peak = 0.0
+        while child.poll() is None and time.monotonic() < deadline:
+            peak = max(peak, qemu_rss_mib(tmp))
+            time.sleep(0.2)
+        child.wait()
+        return peak
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--reps", type=int, default=3)
+    reps = parser.parse_args().reps
+    for series in SERIES:
+        if not (KERNELS / f"vmlinuz-{series}").exists():
+            sys.exit(f"kernels/vmlinuz-{series} is missing: run scripts/setup.sh")
+
+    binary = build_subject()
+    median = statistics.median
+    accel = "kvm" if os.environ.get("VMTEST_ACCEL") == "kvm" else "tcg,thread=single"
+    print(f"vmtest benchmark: {reps} repetitions, medians; QEMU -accel {accel}; "
+          f"{os.cpu_count()} host CPUs")
+
+    with tempfile.TemporaryDirectory() as workdir:
+        initramfs = build_floor_initramfs(Path(workdir))
+        for series in SERIES:
+            image = (KERNELS / f"vmlinuz-{series}").resolve()
+            boot = median(
+                boots(run_subject(binary, ["--exact", f"t000[vmlinuz-{series}]"])[1])[0]
+                for _ in range(reps))
+            floors = {"bzImage": median(floor_seconds(image, initramfs, accel)
+                                        for _ in range(reps))}
+            booted = extracted_vmlinux(image)
+            if booted:
+                floors["vmlinux"] = median(floor_seconds(booted, initramfs, accel)
+                                           for _ in range(reps))
+            for kind, floor in floors.items():
+                print(f"{series:>5}  floor, {kind} to first process {floor:8.2f} s")
+            floor = floors["vmlinux" if booted else "bzImage"]
+            print(f"{series:>5}  boot to ready agent ({'vmlinux' if booted else 'bzImage'})"
+                  f" {boot:8.2f} s   {boot / floor:4.2f}x its floor,"
+                  f" {boot / floors['bzImage']:4.2f}x the bzImage floor")
+
+    for series in SERIES:
+        costs = []
+        for _ in range(reps):
+            _, stderr = run_subject(binary, [f"[vmlinuz-{series}]", "--test-threads=1"])
+            costs.append(median(per_test(stderr)[1:]))  # the first exec reads the binary cold
+        print(f"{series:>5}  per empty test in a booted VM     {median(costs) * 1000:6.1f} ms")
+
+    walls, sums, longest = [], [], []
+    for _ in range(reps):
+        wall, stderr = run_subject(binary, [])
+        both = boots(stderr)
+        walls.append(wall)
+        sums.append(sum(both))
+        longest.append(max(both))
+    print(f"  all  100 tests x 2 kernels, wall    {median(walls):6.2f} s"
+          f"   (boots: {median(sums):.2f} s in sum, {median(longest):.2f} s the longest)")
+
+    for series in SERIES:
+        rss = median(idle_rss(binary, series) for _ in range(reps))
+        print(f"{series:>5}  QEMU RSS, one idle VM (512 MiB)   {rss:6.0f} MiB")
+    print("  n/a  `vmtest -k K true`: the vmtest command does not exist yet")
+
+
+if __name__ == "__main__":
+    main()
