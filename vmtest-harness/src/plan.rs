@@ -76,23 +76,9 @@ fn kernel_labels(kernels: &[&str], env: &impl Fn(&str) -> Option<String>) -> Vec
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::registry::ShouldPanic;
 
     fn test(module_path: &'static str, kernels: &'static [&'static str]) -> &'static VmTest {
-        Box::leak(Box::new(VmTest {
-            name: "probe",
-            module_path,
-            manifest_dir: "/crate",
-            kernels,
-            modules: None,
-            memory_mib: None,
-            cpus: None,
-            kernel_args: "",
-            timeout_ms: None,
-            ignore: false,
-            should_panic: ShouldPanic::No,
-            run: || Ok(()),
-        }))
+        Box::leak(Box::new(VmTest::sample(module_path, kernels)))
     }
 
     fn names(tests: &[&'static VmTest]) -> Vec<String> {

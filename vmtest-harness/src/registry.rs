@@ -106,15 +106,14 @@ pub fn all() -> Vec<&'static VmTest> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn test(module_path: &'static str) -> VmTest {
+impl VmTest {
+    /// A test named `probe` in `module_path` on `kernels`, all else default.
+    pub(crate) fn sample(module_path: &'static str, kernels: &'static [&'static str]) -> VmTest {
         VmTest {
             name: "probe",
             module_path,
             manifest_dir: "/crate",
-            kernels: &[],
+            kernels,
             modules: None,
             memory_mib: None,
             cpus: None,
@@ -124,6 +123,15 @@ mod tests {
             should_panic: ShouldPanic::No,
             run: || Ok(()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn test(module_path: &'static str) -> VmTest {
+        VmTest::sample(module_path, &[])
     }
 
     #[test]

@@ -105,7 +105,7 @@ pub(crate) fn expand(
 mod tests {
     use super::*;
     use crate::plan::plan;
-    use crate::registry::{ShouldPanic, VmTest};
+    use crate::registry::VmTest;
 
     fn env(var: &str) -> Option<String> {
         match var {
@@ -134,19 +134,12 @@ mod tests {
 
     fn planned(kernels: &'static [&'static str], manifest_dir: &'static str) -> PlannedTest {
         let test: &'static VmTest = Box::leak(Box::new(VmTest {
-            name: "t",
-            module_path: "kernels",
             manifest_dir,
-            kernels,
-            modules: None,
             memory_mib: Some(1024),
-            cpus: None,
             kernel_args: "nokaslr",
-            timeout_ms: None,
-            ignore: false,
-            should_panic: ShouldPanic::No,
-            run: || Ok(()),
+            ..VmTest::sample("kernels", kernels)
         }));
+
         plan(&[test], env).remove(0)
     }
 

@@ -21,11 +21,11 @@ use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
 /// Where the `HdrS` magic sits.
-const MAGIC_OFFSET: usize = 0x202;
+pub(super) const MAGIC_OFFSET: usize = 0x202;
 /// The setup header's magic, `HdrS`.
-const MAGIC: &[u8; 4] = b"HdrS";
+pub(super) const MAGIC: &[u8; 4] = b"HdrS";
 /// Where the boot protocol version (u16, little-endian) sits.
-const PROTOCOL_OFFSET: usize = 0x206;
+pub(super) const PROTOCOL_OFFSET: usize = 0x206;
 /// The first boot protocol with a `kernel_version` field.
 const MIN_PROTOCOL: u16 = 0x0200;
 /// Where the `kernel_version` pointer (u16, little-endian) sits.

@@ -46,18 +46,14 @@ use object::read::elf::{FileHeader, ProgramHeader, SectionHeader};
 use object::Endianness;
 use sha2::{Digest, Sha256};
 
+use super::image::{MAGIC as HEADER_MAGIC, MAGIC_OFFSET as HEADER_MAGIC_OFFSET, PROTOCOL_OFFSET};
+
 /// Where `setup_sects` (u8) sits.
 const SETUP_SECTS_OFFSET: usize = 0x1F1;
 /// What a `setup_sects` of 0 means.
 const DEFAULT_SETUP_SECTS: usize = 4;
 /// The size of a boot sector, the unit of `setup_sects`.
 const SECTOR: usize = 512;
-/// Where the `HdrS` magic sits.
-const HEADER_MAGIC_OFFSET: usize = 0x202;
-/// The setup header's magic.
-const HEADER_MAGIC: &[u8; 4] = b"HdrS";
-/// Where the boot protocol version (u16, little-endian) sits.
-const PROTOCOL_OFFSET: usize = 0x206;
 /// The first boot protocol with `payload_offset` and `payload_length`.
 const MIN_PROTOCOL: u16 = 0x0208;
 /// Where `payload_offset` (u32, little-endian) sits.
