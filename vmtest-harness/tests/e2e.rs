@@ -353,6 +353,29 @@ fn a_missing_qemu_is_explained() {
 }
 
 #[test]
+fn a_guest_that_never_comes_up_fails_with_its_console() {
+    // Too short for any boot here: the guest looks hung, is tried once
+    // more, then reported.
+    let run = fixture(&["prints_uname[vmlinuz-6.1]", "--exact"], |command| {
+        command.env("VMTEST_BOOT_TIMEOUT", "0.5");
+    });
+    assert_eq!(run.output.status.code(), Some(101));
+    let stderr = String::from_utf8_lossy(&run.output.stderr);
+    assert!(
+        stderr.contains("did not come up in time; trying once more"),
+        "{stderr}"
+    );
+    let failure = run.failure_of("prints_uname[vmlinuz-6.1]");
+    assert!(
+        failure.contains("the guest agent did not answer within 500ms of QEMU starting"),
+        "{failure}"
+    );
+    // Its console, or word that it printed nothing yet.
+    assert!(failure.contains("guest console"), "{failure}");
+    run.assert_nothing_left_behind();
+}
+
+#[test]
 fn ctrl_c_ends_every_vm() {
     let tmp = tempfile::tempdir().unwrap();
     let mut child = fixture_command(&["runs_past_its_timeout"], tmp.path())
