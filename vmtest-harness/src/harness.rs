@@ -20,7 +20,7 @@ use crate::{guest, registry};
 /// Call it from the test target's `main`. It exits the process with
 /// libtest's exit code (101 when a test failed), after shutting down every VM.
 pub fn main() -> ! {
-    guest::run_if_requested();
+    guest::serve_if_requested();
     let args = Arguments::from_args();
     let env = |var: &str| std::env::var(var).ok();
     let conclusion = run(&args, plan::plan(&registry::all(), env));

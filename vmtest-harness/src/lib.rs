@@ -4,6 +4,7 @@
 mod accel;
 mod boot;
 mod cleanup;
+mod control;
 mod guest;
 mod harness;
 mod initramfs;

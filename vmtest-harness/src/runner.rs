@@ -1,16 +1,17 @@
-//! One test in a VM, from the host's side: start the test binary in the
-//! guest, wait for it, turn what it printed into a libtest outcome.
+//! One test in a VM, from the host's side: ask the guest's test server to
+//! run it, wait for it, turn what it printed into a libtest outcome.
 
 use std::ffi::OsString;
 use std::time::{Duration, Instant};
 
 use libtest_mimic::Failed;
 
+use crate::control::Outcome;
 use crate::plan::PlannedTest;
 use crate::pool::Pool;
-use crate::protocol::{Verdict, GUEST_CWD_VAR, GUEST_TEST_VAR, SHARED_DIR_VAR};
+use crate::protocol::{Verdict, GUEST_CWD_VAR, GUEST_SERVER_VAR, SHARED_DIR_VAR};
 use crate::shape::VmShape;
-use crate::vm::{Exit, Finished, RunError};
+use crate::vm::RunError;
 
 /// How long a test may run when it does not say.
 pub(crate) const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
@@ -42,7 +43,12 @@ impl Runner {
             .map(Duration::from_millis)
             .unwrap_or(DEFAULT_TIMEOUT);
         let started = Instant::now();
-        let result = vm.run(&self.binary, Vec::new(), self.environment(planned), timeout);
+        let result = vm.run_test(
+            &self.binary,
+            self.environment(),
+            &planned.test.path(),
+            timeout,
+        );
         if self.verbose {
             eprintln!(
                 "vmtest: {} ran in {:.2?} in its VM",
@@ -51,9 +57,10 @@ impl Runner {
             );
         }
         match result {
-            Ok(finished) => self.judge(&planned.name, finished),
+            Ok(outcome) => self.judge(&planned.name, outcome),
             Err(RunError::TimedOut { timeout, partial }) => {
-                let output = partial.map(|finished| finished.stdout).unwrap_or_default();
+                let output = partial.map(|outcome| outcome.output).unwrap_or_default();
+                let (output, _) = Verdict::split_from(&output);
                 self.show(&planned.name, &output);
                 Err(failure(
                     &output,
@@ -64,13 +71,13 @@ impl Runner {
         }
     }
 
-    /// The host's environment, plus what tells the guest side what to do.
-    fn environment(&self, planned: &PlannedTest) -> Vec<String> {
+    /// The host's environment, plus what starts the guest's test server.
+    fn environment(&self) -> Vec<String> {
         let mut env: Vec<String> = std::env::vars_os()
-            .filter(|(key, _)| key != GUEST_TEST_VAR && key != GUEST_CWD_VAR)
+            .filter(|(key, _)| key != GUEST_SERVER_VAR && key != GUEST_CWD_VAR)
             .map(|(key, value)| format!("{}={}", key.to_string_lossy(), value.to_string_lossy()))
             .collect();
-        env.push(format!("{GUEST_TEST_VAR}={}", planned.test.path()));
+        env.push(format!("{GUEST_SERVER_VAR}=1"));
         env.push(format!("{GUEST_CWD_VAR}={}", self.cwd.to_string_lossy()));
         if let Some(shared) = &self.shared_dir {
             env.push(format!("{SHARED_DIR_VAR}={shared}"));
@@ -78,28 +85,21 @@ impl Runner {
         env
     }
 
-    fn judge(&self, name: &str, finished: Finished) -> Result<(), Failed> {
-        let (output, verdict) = Verdict::split_from(&finished.stdout);
+    fn judge(&self, name: &str, outcome: Outcome) -> Result<(), Failed> {
+        let (output, verdict) = Verdict::split_from(&outcome.output);
         self.show(name, &output);
-        match (verdict, finished.exit) {
-            (Some(Verdict::Passed), Exit::Code(0)) => Ok(()),
-            (Some(Verdict::Failed(message)), _) => Err(failure(&output, &message)),
-            (_, exit) => {
-                let how = match exit {
-                    Exit::Code(code) => format!("exited with code {code}"),
-                    Exit::Signal(signal) => format!("was killed by signal {signal}"),
-                };
-                let stderr = finished.stderr.trim();
-                let extra = if stderr.is_empty() {
-                    String::new()
-                } else {
-                    format!("\n{stderr}")
+        match (verdict, outcome.code, outcome.signal) {
+            (Some(Verdict::Passed), Some(0), None) => Ok(()),
+            (Some(Verdict::Failed(message)), _, _) => Err(failure(&output, &message)),
+            (_, code, signal) => {
+                let how = match (code, signal) {
+                    (_, Some(signal)) => format!("was killed by signal {signal}"),
+                    (Some(code), None) => format!("exited with code {code}"),
+                    (None, None) => "ended".to_string(),
                 };
                 Err(failure(
                     &output,
-                    &format!(
-                        "the test process {how} in the guest before reporting a result{extra}"
-                    ),
+                    &format!("the test process {how} in the guest before reporting a result"),
                 ))
             }
         }

@@ -6,8 +6,11 @@ use crate::plan::PlannedTest;
 
 /// Guest memory when a test does not say.
 pub(crate) const DEFAULT_MEMORY_MIB: u32 = 512;
-/// Guest vCPUs when a test does not say.
-pub(crate) const DEFAULT_CPUS: u32 = 2;
+/// Guest vCPUs when a test does not say. One: under TCG all vCPUs share one
+/// host thread anyway (see `Accel::qemu_accel`), and a second one slows the
+/// boot of some kernels (Debian 6.1 falls back from the TSC to the HPET
+/// clocksource, 0.3-0.45 s). Tests that need more ask with `cpus`.
+pub(crate) const DEFAULT_CPUS: u32 = 1;
 
 /// Everything that makes two VMs different.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]

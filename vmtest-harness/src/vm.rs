@@ -5,7 +5,6 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, OnceLock};
-use std::thread;
 use std::time::{Duration, Instant};
 
 use qapi::qga::GuestExecStatus;
@@ -13,6 +12,7 @@ use tempfile::TempDir;
 
 use crate::accel::Accel;
 use crate::cleanup;
+use crate::control::{Control, ControlError, Outcome};
 use crate::qemu::agent::{Agent, AgentError};
 use crate::qemu::command::{self, QemuConfig};
 use crate::qemu::monitor::Monitor;
@@ -31,9 +31,9 @@ const CRASH_MARKERS: [&str; 5] = [
     "general protection fault",
     "Kernel panic",
 ];
-/// Between two `guest-exec-status` calls for a running process: short and
-/// constant, so a finished test is seen within milliseconds.
-const STATUS_POLL: Duration = Duration::from_millis(10);
+/// How long the test server may take to start in a booted guest (it is
+/// this very binary, read cold over 9p the first time).
+const SERVER_START_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// What to boot.
 #[derive(Debug, Clone)]
@@ -54,6 +54,9 @@ pub(crate) struct Vm {
     qemu: Mutex<QemuProcess>,
     agent: Mutex<Agent>,
     monitor: Mutex<Option<Monitor>>,
+    control: Control,
+    /// The guest pid of the test server, once started (or why it did not).
+    server: OnceLock<Result<i64, String>>,
     console_log: PathBuf,
     /// Why the VM stopped working, once it has: every later request fails
     /// with the same explanation.
@@ -78,42 +81,19 @@ pub(crate) enum BootError {
     Failed { reason: String, details: String },
 }
 
-/// A process that ran to its end in the guest.
-#[derive(Debug)]
-pub(crate) struct Finished {
-    pub exit: Exit,
-    pub stdout: String,
-    pub stderr: String,
-}
-
-/// How a guest process ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Exit {
-    Code(i64),
-    /// Killed by this signal: never to be read as success.
-    Signal(i64),
-}
-
-/// Why a guest process has no result.
+/// Why a test has no outcome.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum RunError {
     #[error("timed out after {timeout:?}")]
     TimedOut {
         timeout: Duration,
-        /// Whatever the process printed before it was killed.
-        partial: Option<Finished>,
+        /// Whatever the test printed before it was killed.
+        partial: Option<Outcome>,
     },
     #[error("{0}")]
     VmDied(String),
-    #[error(
-        "could not start {path} in the guest: {source} (the guest sees the host's root, \
-         but has its own /tmp and /run: build outside them)"
-    )]
-    Spawn {
-        path: String,
-        #[source]
-        source: WireError,
-    },
+    #[error("{0}")]
+    Server(String),
 }
 
 impl Vm {
@@ -126,6 +106,7 @@ impl Vm {
         let dir = workdir.path();
         let console_log = dir.join("console.log");
         let agent_socket = dir.join("agent.sock");
+        let control_socket = dir.join("control.sock");
         let monitor_socket = dir.join("qmp.sock");
         let args = command::arguments(&QemuConfig {
             kernel: &config.kernel,
@@ -136,6 +117,7 @@ impl Vm {
             accel: config.accel,
             console_log: &console_log,
             agent_socket: &agent_socket,
+            control_socket: &control_socket,
             monitor_socket: &monitor_socket,
             shared_dir: &config.shared_dir,
         });
@@ -178,12 +160,18 @@ impl Vm {
                 });
             }
         };
+        let control = Control::connect(&control_socket).map_err(|error| BootError::Failed {
+            reason: format!("cannot connect to the control port: {error}"),
+            details: String::new(),
+        })?;
         // QMP is only used to quit; without it, shutdown kills QEMU instead.
         let monitor = Monitor::connect(&monitor_socket).ok();
         Ok(Vm {
             qemu: Mutex::new(qemu),
             agent: Mutex::new(agent),
             monitor: Mutex::new(monitor),
+            control,
+            server: OnceLock::new(),
             console_log,
             died: OnceLock::new(),
             _registration: registration,
@@ -191,75 +179,79 @@ impl Vm {
         })
     }
 
-    /// Runs `path args` in the guest with exactly `env`, waiting at most
-    /// `timeout` for it to end.
-    pub(crate) fn run(
+    /// Runs the test with path `test` in the guest's test server, which is
+    /// `binary` started with exactly `env` on first use; waits at most
+    /// `timeout` for the test to end.
+    pub(crate) fn run_test(
         &self,
-        path: &str,
-        args: Vec<String>,
+        binary: &str,
         env: Vec<String>,
+        test: &str,
         timeout: Duration,
-    ) -> Result<Finished, RunError> {
-        let pid =
-            self.request(|agent| agent.spawn(path, args, env))
-                .map_err(|error| match error {
-                    RequestError::VmDied(reason) => RunError::VmDied(reason),
-                    RequestError::Wire(source) => RunError::Spawn {
-                        path: path.to_string(),
-                        source,
-                    },
-                })?;
-        let deadline = Instant::now() + timeout;
-        loop {
-            let status = self.status(pid)?;
-            if status.exited {
-                return Ok(finished(status));
-            }
-            if Instant::now() >= deadline {
-                return Err(RunError::TimedOut {
-                    timeout,
-                    partial: self.kill(pid),
-                });
-            }
-            thread::sleep(STATUS_POLL);
+    ) -> Result<Outcome, RunError> {
+        if let Some(reason) = self.died.get() {
+            return Err(RunError::VmDied(reason.clone()));
+        }
+        self.server
+            .get_or_init(|| self.start_server(binary, env))
+            .clone()
+            .map_err(RunError::Server)?;
+        match self.control.run(test, timeout) {
+            Ok(outcome) => Ok(outcome),
+            Err(ControlError::TimedOut(partial)) => Err(RunError::TimedOut { timeout, partial }),
+            Err(ControlError::Closed) => Err(self.server_gone()),
+            Err(ControlError::Io(error)) => Err(RunError::Server(format!(
+                "cannot talk to the test server in the guest: {error}"
+            ))),
         }
     }
 
-    fn status(&self, pid: i64) -> Result<GuestExecStatus, RunError> {
-        self.request(|agent| agent.status(pid))
+    /// Starts the test server and waits until it listens.
+    fn start_server(&self, binary: &str, env: Vec<String>) -> Result<i64, String> {
+        let pid = self
+            .request(|agent| agent.spawn(binary, Vec::new(), env))
             .map_err(|error| match error {
-                RequestError::VmDied(reason) => RunError::VmDied(reason),
-                RequestError::Wire(error) => RunError::VmDied(
-                    self.mark_dead(format!("the guest agent stopped answering: {error}")),
+                RequestError::VmDied(reason) => reason,
+                RequestError::Wire(error) => format!(
+                    "could not start {binary} in the guest: {error} (the guest sees the host's \
+                     root, but has its own /tmp and /run: build outside them)"
                 ),
-            })
+            })?;
+        if self
+            .control
+            .wait_ready(Instant::now() + SERVER_START_TIMEOUT)
+        {
+            return Ok(pid);
+        }
+        let why = match self.request(|agent| agent.status(pid)) {
+            Ok(status) if status.exited => format!(
+                "the test server exited before it was ready ({}){}",
+                exit_description(status.exitcode, status.signal),
+                output_of(&status)
+            ),
+            Ok(_) => format!("the test server did not start within {SERVER_START_TIMEOUT:?}"),
+            Err(RequestError::VmDied(reason)) => return Err(reason),
+            Err(RequestError::Wire(error)) => format!("the test server did not start: {error}"),
+        };
+        Err(self.mark_dead(why))
     }
 
-    /// Kills a guest process and its process group (the guest side of a test
-    /// makes itself a group leader), then collects what it printed.
-    fn kill(&self, pid: i64) -> Option<Finished> {
-        self.request(|agent| {
-            agent.spawn(
-                "/bin/kill",
-                vec![
-                    "-KILL".into(),
-                    "--".into(),
-                    format!("-{pid}"),
-                    pid.to_string(),
-                ],
-                vec!["PATH=/usr/bin:/bin".into()],
-            )
-        })
-        .ok()?;
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            let status = self.status(pid).ok()?;
-            if status.exited {
-                return Some(finished(status));
-            }
-            thread::sleep(STATUS_POLL);
+    /// Explains why the control port closed: the VM stopped (a kernel panic
+    /// ends QEMU), or the server died.
+    fn server_gone(&self) -> RunError {
+        // Bound first: the guard must be gone before `mark_dead` locks again.
+        let exited = self.qemu().wait_for_exit(EXIT_GRACE);
+        if let Some(status) = exited {
+            return RunError::VmDied(self.mark_dead(format!(
+                "the VM stopped while the test ran (QEMU exited: {status}; a kernel panic ends QEMU)"
+            )));
         }
-        None
+        let pid = self.server.get().and_then(|server| server.clone().ok());
+        let output = pid
+            .and_then(|pid| self.request(|agent| agent.status(pid)).ok())
+            .map(|status| output_of(&status))
+            .unwrap_or_default();
+        RunError::VmDied(self.mark_dead(format!("the test server in the guest stopped{output}")))
     }
 
     /// One request to the agent, failing fast once the VM is known dead and
@@ -336,18 +328,25 @@ enum RequestError {
     Wire(WireError),
 }
 
-fn finished(status: GuestExecStatus) -> Finished {
-    let text =
-        |bytes: Option<Vec<u8>>| String::from_utf8_lossy(&bytes.unwrap_or_default()).into_owned();
-    Finished {
-        exit: match (status.signal, status.exitcode) {
-            (Some(signal), _) => Exit::Signal(signal),
-            (None, Some(code)) => Exit::Code(code),
-            // The agent reports one or the other; treat neither as a failure.
-            (None, None) => Exit::Code(-1),
-        },
-        stdout: text(status.out_data),
-        stderr: text(status.err_data),
+/// "exit code N" or "signal N", as the agent reports a process's end.
+fn exit_description(code: Option<i64>, signal: Option<i64>) -> String {
+    match (code, signal) {
+        (_, Some(signal)) => format!("killed by signal {signal}"),
+        (Some(code), None) => format!("exit code {code}"),
+        (None, None) => "no exit status".into(),
+    }
+}
+
+/// What a process the agent started printed, for an error message.
+fn output_of(status: &GuestExecStatus) -> String {
+    let text: String = [&status.out_data, &status.err_data]
+        .into_iter()
+        .flatten()
+        .map(|bytes| String::from_utf8_lossy(bytes).into_owned())
+        .collect();
+    match text.trim() {
+        "" => String::new(),
+        text => format!(":\n{text}"),
     }
 }
 

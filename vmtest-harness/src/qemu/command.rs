@@ -6,6 +6,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use crate::accel::Accel;
+use crate::protocol::CONTROL_PORT;
 
 /// The virtio-serial port name qemu-ga looks for, and our init too.
 pub(crate) const AGENT_PORT: &str = "org.qemu.guest_agent.0";
@@ -25,6 +26,7 @@ pub(crate) struct QemuConfig<'a> {
     pub accel: Accel,
     pub console_log: &'a Path,
     pub agent_socket: &'a Path,
+    pub control_socket: &'a Path,
     pub monitor_socket: &'a Path,
     pub shared_dir: &'a Path,
 }
@@ -38,7 +40,7 @@ pub(crate) fn arguments(config: &QemuConfig) -> Vec<OsString> {
         console(config.console_log),
         host_root(),
         shared_dir(config.shared_dir),
-        agent(config.agent_socket),
+        serial_ports(config.agent_socket, config.control_socket),
         monitor(config.monitor_socket),
     ]
     .concat()
@@ -117,14 +119,20 @@ fn shared_dir(dir: &Path) -> Vec<OsString> {
     vec!["-virtfs".into(), spec]
 }
 
-fn agent(socket: &Path) -> Vec<OsString> {
+/// Two virtio-serial ports: the guest agent's, and the control port of our
+/// test server.
+fn serial_ports(agent: &Path, control: &Path) -> Vec<OsString> {
     vec![
         "-device".into(),
         "virtio-serial-pci".into(),
         "-chardev".into(),
-        socket_chardev("agent", socket),
+        socket_chardev("agent", agent),
         "-device".into(),
         format!("virtserialport,chardev=agent,name={AGENT_PORT}").into(),
+        "-chardev".into(),
+        socket_chardev("control", control),
+        "-device".into(),
+        format!("virtserialport,chardev=control,name={CONTROL_PORT}").into(),
     ]
 }
 
@@ -173,6 +181,7 @@ mod tests {
             accel: Accel::Tcg,
             console_log: Path::new("/run/vm/console.log"),
             agent_socket: Path::new("/run/vm/agent.sock"),
+            control_socket: Path::new("/run/vm/control.sock"),
             monitor_socket: Path::new("/run/vm/qmp.sock"),
             shared_dir: shared,
         }
@@ -208,6 +217,7 @@ mod tests {
             [
                 "file,id=console,path=/run/vm/console.log",
                 "socket,id=agent,path=/run/vm/agent.sock,server=on,wait=off",
+                "socket,id=control,path=/run/vm/control.sock,server=on,wait=off",
                 "socket,id=monitor,path=/run/vm/qmp.sock,server=on,wait=off",
             ]
         );
@@ -215,7 +225,8 @@ mod tests {
             after(&args, "-device"),
             [
                 "virtio-serial-pci",
-                "virtserialport,chardev=agent,name=org.qemu.guest_agent.0"
+                "virtserialport,chardev=agent,name=org.qemu.guest_agent.0",
+                "virtserialport,chardev=control,name=org.vmtest.control.0",
             ]
         );
     }

@@ -1,56 +1,44 @@
-//! The guest side: when the host starts this same test binary in a guest to
-//! run one test, it runs just that test (no listing, no argument parsing),
+//! The guest side: the host starts this same test binary once per VM as a
+//! test server ([`server`]), which forks a child for each test the host asks
+//! for. A child runs just that test (no listing, no argument parsing, no
+//! exec: under emulation, starting a process costs tens of milliseconds),
 //! prints the test's output and a verdict line, and exits.
+
+mod server;
 
 use std::any::Any;
 use std::backtrace::{Backtrace, BacktraceStatus};
 use std::io::Write;
 use std::{panic, thread};
 
-use crate::protocol::{Verdict, GUEST_CWD_VAR, GUEST_TEST_VAR};
+use crate::protocol::{Verdict, GUEST_SERVER_VAR};
 use crate::registry::{self, ShouldPanic, VmTest};
 
-/// If the host asked this process to run a test in the guest, runs it and
-/// exits; otherwise returns at once.
-pub(crate) fn run_if_requested() {
-    let Some(path) = std::env::var_os(GUEST_TEST_VAR) else {
-        return;
+/// If the host started this process in a guest to serve tests, serves them
+/// and exits; otherwise returns at once.
+pub(crate) fn serve_if_requested() {
+    if std::env::var_os(GUEST_SERVER_VAR).is_some() {
+        server::serve();
+    }
+}
+
+/// Runs the test with path `path` in this (forked) process, prints its
+/// verdict after its output, and returns the exit code to end with.
+/// `setup_error` is a problem the server met that fails every test.
+fn run_one(path: &str, setup_error: Option<&str>) -> i32 {
+    let verdict = match (setup_error, registry::find(path)) {
+        (Some(problem), _) => Verdict::Failed(problem.to_string()),
+        (None, Some(test)) => execute(test),
+        (None, None) => Verdict::Failed(format!(
+            "no #[vmtest] named {path} in this binary (was it rebuilt while the tests ran?)"
+        )),
     };
-    let verdict = run(&path.to_string_lossy());
     let mut stdout = std::io::stdout().lock();
     let _ = stdout.write_all(verdict.to_line().as_bytes());
     let _ = stdout.flush();
-    std::process::exit(match verdict {
+    match verdict {
         Verdict::Passed => 0,
         Verdict::Failed(_) => 101,
-    });
-}
-
-fn run(path: &str) -> Verdict {
-    // One ordered stream, as libtest captures it: the agent would otherwise
-    // return stdout and stderr apart.
-    // SAFETY: plain fd syscalls on our own standard streams.
-    unsafe {
-        libc::dup2(1, 2);
-        // A group of our own, so a timeout can kill the test and every
-        // process it started.
-        libc::setpgid(0, 0);
-    }
-    if let Some(dir) = std::env::var_os(GUEST_CWD_VAR) {
-        if let Err(error) = std::env::set_current_dir(&dir) {
-            return Verdict::Failed(format!(
-                "cannot enter the working directory {} in the guest: {error} \
-                 (the guest sees the host's root, but has its own /tmp and /run: \
-                 run from elsewhere)",
-                dir.to_string_lossy()
-            ));
-        }
-    }
-    match registry::find(path) {
-        Some(test) => execute(test),
-        None => Verdict::Failed(format!(
-            "no #[vmtest] named {path} in this binary (was it rebuilt while the tests ran?)"
-        )),
     }
 }
 
