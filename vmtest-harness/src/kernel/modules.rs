@@ -238,7 +238,7 @@ impl ModuleFile {
     }
 
     /// The module's ELF image, decompressed if needed.
-    fn elf_bytes(&self) -> Result<Vec<u8>, ModulesError> {
+    pub(crate) fn elf_bytes(&self) -> Result<Vec<u8>, ModulesError> {
         let read_error = |source| ModulesError::ReadModule {
             path: self.path.clone(),
             source,
