@@ -62,7 +62,7 @@ def floor_seconds(image, initramfs, accel):
     started = time.monotonic()
     subprocess.run(
         [QEMU, "-nodefaults", "-no-user-config", "-nographic", "-display", "none", "-no-reboot",
-         "-machine", "pc", "-accel", accel, "-cpu", "max", "-smp", "2", "-m", "512M",
+         "-machine", "pc", "-accel", accel, "-cpu", "max", "-smp", "1", "-m", "512M",
          "-kernel", str(image), "-initrd", str(initramfs),
          "-append", "console=ttyS0 panic=-1 rdinit=/init", "-serial", "null"],
         check=True, timeout=120, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
