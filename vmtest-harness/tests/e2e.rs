@@ -217,6 +217,7 @@ fn a_full_run_reports_every_outcome_on_both_kernels() {
     for failing in [
         "fails_an_assertion",
         "returns_an_error",
+        "is_killed_by_a_signal",
         "panics_with_the_wrong_message",
         "runs_past_its_timeout",
         "crashes_the_kernel",
@@ -229,7 +230,7 @@ fn a_full_run_reports_every_outcome_on_both_kernels() {
     assert_eq!(run.result_of("ignored_test"), "ignored");
     assert!(run
         .stdout
-        .contains("test result: FAILED. 16 passed; 8 failed; 1 ignored"));
+        .contains("test result: FAILED. 16 passed; 9 failed; 1 ignored"));
 
     // The guest ran the kernel each test was annotated with.
     for (label, release) in [
@@ -257,6 +258,9 @@ fn a_full_run_reports_every_outcome_on_both_kernels() {
     assert!(run
         .failure_of("returns_an_error")
         .contains("Error: \"the error value\""));
+    let aborted = run.failure_of("is_killed_by_a_signal");
+    assert!(aborted.contains("about to abort"), "{aborted}");
+    assert!(aborted.contains("killed by signal 6"), "{aborted}");
     assert!(run
         .failure_of("panics_with_the_wrong_message")
         .contains("panic did not contain expected string"));
@@ -303,7 +307,7 @@ fn list_boots_nothing() {
             .lines()
             .filter(|line| line.ends_with(": test"))
             .count(),
-        25
+        26
     );
     assert!(
         run.elapsed < Duration::from_secs(5),
@@ -320,14 +324,14 @@ fn filters_select_tests_as_libtest_does() {
     assert_eq!(run.result_of("prints_uname[vmlinuz-6.12]"), "ok");
     assert!(run
         .stdout
-        .contains("1 passed; 0 failed; 0 ignored; 0 measured; 24 filtered out"));
+        .contains("1 passed; 0 failed; 0 ignored; 0 measured; 25 filtered out"));
 
     let run = fixture(&["panics_", "--skip", "wrong"], |_| {});
     assert!(run.output.status.success());
     assert_eq!(run.result_of("panics_as_expected"), "ok");
     assert!(run
         .stdout
-        .contains("1 passed; 0 failed; 0 ignored; 0 measured; 24 filtered out"));
+        .contains("1 passed; 0 failed; 0 ignored; 0 measured; 25 filtered out"));
 
     let run = fixture(&["--ignored"], |_| {});
     assert_eq!(run.output.status.code(), Some(101));
