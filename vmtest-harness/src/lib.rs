@@ -1,4 +1,46 @@
 //! Run Rust tests inside QEMU guests booted from precisely chosen Linux kernels.
+//!
+//! Give the test target to vmtest in `Cargo.toml`:
+//!
+//! ```toml
+//! [dev-dependencies]
+//! vmtest-harness = "0.1"
+//!
+//! [[test]]
+//! name = "kernels"
+//! harness = false
+//! ```
+//!
+//! and write tests as usual, with `#[vmtest]` instead of `#[test]`:
+//!
+//! ```ignore
+//! use vmtest_harness::vmtest;
+//!
+//! #[vmtest(kernels = ["kernels/vmlinuz-6.1", "kernels/vmlinuz-6.12"])]
+//! fn bpf_map_works() {
+//!     // runs as root inside a guest booted from each kernel
+//! }
+//!
+//! fn main() {
+//!     vmtest_harness::main()
+//! }
+//! ```
+//!
+//! `cargo test` then lists, filters and reports the tests as libtest does,
+//! boots one VM per distinct kernel, memory, vCPU count and kernel command
+//! line, and runs each test inside its VM. The guest sees the host's `/`
+//! read-only over 9p, so nothing is installed in it; [`SHARED_DIR_VAR`] names
+//! the one host directory it may write to. See the README for the attribute's
+//! arguments, the environment variables, and how kernels and their modules
+//! are found.
+//!
+//! # Known limitations
+//!
+//! - x86-64 hosts and guests, QEMU and the QEMU guest agent installed on the
+//!   host (the guest runs the host's `qemu-ga`).
+//! - The guest has its own `/tmp` and `/run`: a test binary or working
+//!   directory under the host's `/tmp` is not visible in it.
+//! - [`main`] exits the process; it shuts every VM down first.
 #![warn(missing_docs)]
 
 mod accel;

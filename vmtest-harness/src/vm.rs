@@ -1,6 +1,6 @@
-//! One VM's lifecycle: boot to a ready guest agent, run processes in it,
-//! shut it down. Each VM owns a private directory for its sockets and logs,
-//! removed with it.
+//! One VM's lifecycle: boot to a ready guest agent, start the test server in
+//! it, run tests through the server, shut it down. Each VM owns a private
+//! directory for its sockets and logs, removed with it.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
