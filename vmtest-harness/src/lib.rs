@@ -13,7 +13,7 @@
 //!
 //! and write tests as usual, with `#[vmtest]` instead of `#[test]`:
 //!
-//! ```ignore
+//! ```no_run
 //! use vmtest_harness::vmtest;
 //!
 //! #[vmtest(kernels = ["kernels/vmlinuz-6.1", "kernels/vmlinuz-6.12"])]
