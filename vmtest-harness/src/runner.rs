@@ -45,7 +45,7 @@ impl Runner {
         let started = Instant::now();
         let result = vm.run_test(
             &self.binary,
-            self.environment(),
+            || self.environment(),
             &planned.test.path(),
             timeout,
         );

@@ -180,12 +180,12 @@ impl Vm {
     }
 
     /// Runs the test with path `test` in the guest's test server, which is
-    /// `binary` started with exactly `env` on first use; waits at most
-    /// `timeout` for the test to end.
+    /// `binary` started with exactly the environment `env()` on first use;
+    /// waits at most `timeout` for the test to end.
     pub(crate) fn run_test(
         &self,
         binary: &str,
-        env: Vec<String>,
+        env: impl FnOnce() -> Vec<String>,
         test: &str,
         timeout: Duration,
     ) -> Result<Outcome, RunError> {
@@ -193,7 +193,7 @@ impl Vm {
             return Err(RunError::VmDied(reason.clone()));
         }
         self.server
-            .get_or_init(|| self.start_server(binary, env))
+            .get_or_init(|| self.start_server(binary, env()))
             .clone()
             .map_err(RunError::Server)?;
         match self.control.run(test, timeout) {
