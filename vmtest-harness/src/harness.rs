@@ -5,22 +5,21 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use libtest_mimic::{Arguments, Conclusion, Trial};
+use libtest_mimic::{Arguments, Conclusion, Failed, Trial};
+use vmtest_engine::{chain, Engine, GuestServer, SetupError, Settings};
 
 use crate::plan::{self, PlannedTest};
-use crate::pool::Pool;
-use crate::runner::Runner;
-use crate::settings::{self, Settings};
-use crate::shape::VmShape;
-use crate::{guest, registry};
+use crate::reporter::LibtestReporter;
+use crate::resolve::shape_of;
+use crate::{guest, registry, runner};
 
-/// Runs the test binary: inside a guest, the one test the host asked for;
-/// on the host, the tests selected by the command line, each in its VM.
+/// Runs the test binary: inside a guest, the tests the host asks for; on
+/// the host, the tests selected by the command line, each in its VM.
 ///
 /// Call it from the test target's `main`. It exits the process with
 /// libtest's exit code (101 when a test failed), after shutting down every VM.
 pub fn main() -> ! {
-    guest::serve_if_requested();
+    vmtest_engine::serve_if_requested(Some(guest::run_test));
     let args = Arguments::from_args();
     let env = |var: &str| std::env::var(var).ok();
     let conclusion = run(&args, plan::plan(&registry::all(), env));
@@ -32,36 +31,37 @@ fn run(args: &Arguments, planned: Vec<PlannedTest>) -> Conclusion {
         // Listing boots nothing and needs no settings.
         let trials = planned
             .into_iter()
-            .map(|planned| {
-                Trial::test(planned.name, || Ok(())).with_ignored_flag(planned.test.ignore)
-            })
+            .map(|planned| Trial::test(planned.name, || Ok(())).with_ignored_flag(planned.test.ignore))
             .collect();
         return libtest_mimic::run(args, trials);
     }
-    let settings = Settings::from_env().map_err(|error| error.to_string());
-    let runner = Arc::new(Runner {
-        binary: std::env::current_exe()
-            .map(|exe| exe.to_string_lossy().into_owned())
-            .unwrap_or_default(),
-        cwd: std::env::current_dir().map(Into::into).unwrap_or_default(),
-        shared_dir: settings
-            .as_ref()
-            .ok()
-            .map(|settings| settings.shared_dir.to_string_lossy().into_owned()),
-        nocapture: args.nocapture,
-        verbose: settings::verbose(),
-    });
-    let pool = Pool::new(settings);
+    let engine = match start_engine(args) {
+        Ok(engine) => Arc::new(engine),
+        // Every test fails with the reason.
+        Err(error) => {
+            let message = chain(&error);
+            let trials = planned
+                .into_iter()
+                .map(|planned| {
+                    let message = message.clone();
+                    Trial::test(planned.name, move || Err(Failed::from(message)))
+                        .with_ignored_flag(planned.test.ignore)
+                })
+                .collect();
+            return libtest_mimic::run(args, trials);
+        }
+    };
     let env = |var: &str| std::env::var(var).ok();
     let mut ahead = BTreeSet::new();
     let trials: Vec<Trial> = planned
         .into_iter()
         .map(|planned| {
-            let shape = VmShape::of(&planned, env);
+            let shape = shape_of(&planned, env);
             let ignore = planned.test.ignore;
+            let nocapture = args.nocapture;
             let trial = Trial::test(planned.name.clone(), {
-                let (pool, runner, shape) = (Arc::clone(&pool), Arc::clone(&runner), shape.clone());
-                move || runner.run(&pool, &planned, &shape?)
+                let (engine, shape) = (Arc::clone(&engine), shape.clone());
+                move || runner::run(&engine, &planned, shape?, nocapture)
             })
             .with_ignored_flag(ignore);
             if let Ok(shape) = shape {
@@ -72,8 +72,18 @@ fn run(args: &Arguments, planned: Vec<PlannedTest>) -> Conclusion {
             trial
         })
         .collect();
-    pool.boot_ahead(ahead);
+    engine.boot_ahead(ahead);
     let conclusion = libtest_mimic::run(args, trials);
-    pool.shutdown();
+    engine.shutdown();
     conclusion
+}
+
+fn start_engine(args: &Arguments) -> Result<Engine, SetupError> {
+    let settings = Settings::from_env()?;
+    let reporter = Arc::new(LibtestReporter {
+        nocapture: args.nocapture,
+        verbose: settings.verbose,
+    });
+    let server = GuestServer::this_process().map_err(SetupError::Server)?;
+    Engine::with_settings(settings, server, reporter)
 }

@@ -36,33 +36,24 @@
 //!
 //! # Known limitations
 //!
-//! - x86-64 hosts and guests, QEMU and the QEMU guest agent installed on the
-//!   host (the guest runs the host's `qemu-ga`).
-//! - The guest has its own `/tmp` and `/run`: a test binary or working
-//!   directory under the host's `/tmp` is not visible in it.
+//! - x86-64 hosts and guests, QEMU installed on the host.
+//! - The guest has its own `/tmp` and `/run`; of the host's `/tmp`, only the
+//!   directories holding the test binary, the working directory and the
+//!   shared directory are visible in it (read-only).
 //! - [`main`] exits the process; it shuts every VM down first.
 #![warn(missing_docs)]
 
-mod accel;
-mod boot;
-mod cleanup;
-mod control;
 mod guest;
 mod harness;
-mod initramfs;
-mod kernel;
 mod plan;
-mod pool;
-mod protocol;
-mod qemu;
 mod registry;
+mod reporter;
+mod resolve;
 mod runner;
-mod settings;
-mod shape;
-mod vm;
+mod vars;
 
 pub use harness::main;
-pub use protocol::SHARED_DIR_VAR;
+pub use vmtest_engine::SHARED_DIR_VAR;
 pub use vmtest_macros::vmtest;
 
 /// Used by the code `#[vmtest]` expands to. Not public API.

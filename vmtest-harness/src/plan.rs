@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use crate::registry::VmTest;
-use crate::shape::expand;
+use crate::vars::expand;
 
 /// One test on one kernel.
 #[derive(Debug, Clone)]

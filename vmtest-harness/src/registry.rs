@@ -27,6 +27,8 @@ pub struct VmTest {
     pub kernel_args: &'static str,
     /// Per-test timeout in milliseconds.
     pub timeout_ms: Option<u64>,
+    /// Regular expressions for kernel splats the test may cause.
+    pub allowed_splats: &'static [&'static str],
     /// `#[ignore]` was given.
     pub ignore: bool,
     /// `#[should_panic]`, as given.
@@ -119,6 +121,7 @@ impl VmTest {
             cpus: None,
             kernel_args: "",
             timeout_ms: None,
+            allowed_splats: &[],
             ignore: false,
             should_panic: ShouldPanic::No,
             run: || Ok(()),

@@ -18,6 +18,7 @@ const KEYS: &[(&str, &str)] = &[
     ("cpus", "cpus = 2"),
     ("kernel_args", r#"kernel_args = "nokaslr""#),
     ("timeout", r#"timeout = "60s""#),
+    ("allow_splats", r#"allow_splats = ["WARNING: .* my_module_"]"#),
 ];
 
 /// Guests smaller than this do not boot a stock distribution kernel reliably.
@@ -35,6 +36,8 @@ pub(crate) struct Args {
     pub cpus: Option<u32>,
     pub kernel_args: Option<LitStr>,
     pub timeout_ms: Option<u64>,
+    /// Regular expressions, checked here.
+    pub allow_splats: Option<Vec<LitStr>>,
 }
 
 /// The kernel images, and which of the two keys gave them.
@@ -92,6 +95,7 @@ impl Args {
                 let lit = string(value, "timeout")?;
                 parse_timeout(&lit.value()).map_err(|message| Error::new_spanned(lit, message))
             }),
+            "allow_splats" => set(&mut self.allow_splats, meta, &key, pattern_list),
             _ => Err(Error::new_spanned(
                 &meta.path,
                 unknown_key(&path_text(&meta.path)),
@@ -245,6 +249,32 @@ fn kernel_list(value: &Expr) -> Result<Vec<LitStr>> {
         paths.push(lit);
     }
     Ok(paths)
+}
+
+/// `["regex", ...]`: each a valid regular expression (the syntax of the
+/// `regex` crate, which matches them against kernel log lines).
+fn pattern_list(value: &Expr) -> Result<Vec<LitStr>> {
+    let Expr::Array(array) = value else {
+        return Err(Error::new_spanned(
+            value,
+            format!("expected an array of string literals: `{}`", example("allow_splats")),
+        ));
+    };
+    let mut patterns = Vec::new();
+    for element in &array.elems {
+        let lit = string(element, "allow_splats")?;
+        if lit.value().is_empty() {
+            return Err(Error::new_spanned(lit, "an empty pattern would allow every splat"));
+        }
+        if let Err(error) = regex_syntax::Parser::new().parse(&lit.value()) {
+            return Err(Error::new_spanned(
+                lit,
+                format!("not a valid regular expression: {error}"),
+            ));
+        }
+        patterns.push(lit.clone());
+    }
+    Ok(patterns)
 }
 
 fn cpus(value: &Expr) -> Result<u32> {
@@ -473,7 +503,7 @@ mod tests {
     fn every_key() {
         let args = parse(quote! {
             kernels = ["a", "b"], modules = "m", memory = "1G", cpus = 2,
-            kernel_args = "nokaslr", timeout = "60s",
+            kernel_args = "nokaslr", timeout = "60s", allow_splats = ["lkdtm_WARNING", "^BUG: .*"],
         })
         .unwrap();
         let kernels: Vec<String> = args
@@ -489,6 +519,8 @@ mod tests {
         assert_eq!(args.cpus, Some(2));
         assert_eq!(args.kernel_args.unwrap().value(), "nokaslr");
         assert_eq!(args.timeout_ms, Some(60_000));
+        let patterns: Vec<String> = args.allow_splats.unwrap().iter().map(LitStr::value).collect();
+        assert_eq!(patterns, ["lkdtm_WARNING", "^BUG: .*"]);
     }
 
     #[test]
@@ -503,7 +535,7 @@ mod tests {
         assert_eq!(
             unknown,
             "unknown key `memroy`: did you mean `memory`? accepted keys: \
-             kernel, kernels, modules, memory, cpus, kernel_args, timeout"
+             kernel, kernels, modules, memory, cpus, kernel_args, timeout, allow_splats"
         );
         assert!(error(quote!(qemu = 1)).starts_with("unknown key `qemu`; accepted keys: kernel,"));
         assert!(error(quote!(kernel_arg = "x")).contains("did you mean `kernel_args`?"));
@@ -533,5 +565,8 @@ mod tests {
             assert!(error(quote!(cpus = #cpus)).contains("from 1 to 64"));
         }
         assert!(error(quote!(kernel_args = 1)).starts_with("expected a string literal"));
+        assert!(error(quote!(allow_splats = "x")).starts_with("expected an array"));
+        assert!(error(quote!(allow_splats = [""])).contains("would allow every splat"));
+        assert!(error(quote!(allow_splats = ["(unclosed"])).starts_with("not a valid regular expression"));
     }
 }

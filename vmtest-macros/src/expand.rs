@@ -225,6 +225,7 @@ fn registration(function: &ItemFn, args: &Args, attrs: &TestAttrs) -> TokenStrea
         None => quote!(""),
     };
     let timeout_ms = option(args.timeout_ms.map(Literal::u64_suffixed));
+    let allowed_splats = args.allow_splats.iter().flatten();
     let ignore = attrs.ignore;
     let should_panic = match &attrs.should_panic {
         ShouldPanic::No => quote!(::vmtest_harness::__private::ShouldPanic::No),
@@ -254,6 +255,7 @@ fn registration(function: &ItemFn, args: &Args, attrs: &TestAttrs) -> TokenStrea
                     cpus: #cpus,
                     kernel_args: #kernel_args,
                     timeout_ms: #timeout_ms,
+                    allowed_splats: &[#(#allowed_splats),*],
                     ignore: #ignore,
                     should_panic: #should_panic,
                     run: #run,

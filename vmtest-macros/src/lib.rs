@@ -39,6 +39,8 @@
 //! | `cpus`        | 1 to 64                                                   |
 //! | `kernel_args` | extra kernel command-line arguments                       |
 //! | `timeout`     | `"500ms"`, `"30s"`, `"2m"`, `"1h"`                        |
+//! | `allow_splats`| array of regular expressions: kernel splats (warnings,    |
+//! |               | oopses, ...) matching one do not fail the test            |
 //!
 //! `#[ignore]` and `#[should_panic]` after `#[vmtest]` work as with `#[test]`
 //! (do not add `#[test]` itself). The function must be a free function with

@@ -10,6 +10,7 @@ use vmtest_harness::vmtest;
     cpus = 2,
     kernel_args = "nokaslr",
     timeout = "60s",
+    allow_splats = ["lkdtm_WARNING", "^BUG: KASAN"],
 )]
 #[should_panic(expected = "boom")]
 fn every_key() {
@@ -60,6 +61,7 @@ fn main() {
     assert_eq!(test.cpus, Some(2));
     assert_eq!(test.kernel_args, "nokaslr");
     assert_eq!(test.timeout_ms, Some(60_000));
+    assert_eq!(test.allowed_splats, ["lkdtm_WARNING", "^BUG: KASAN"]);
     assert!(!test.ignore);
     assert_eq!(test.should_panic, ShouldPanic::Expected("boom"));
     let hook = std::panic::take_hook();
@@ -85,6 +87,7 @@ fn main() {
     assert_eq!(test.cpus, None);
     assert_eq!(test.kernel_args, "");
     assert_eq!(test.timeout_ms, None);
+    assert!(test.allowed_splats.is_empty());
     assert!(test.ignore);
     assert_eq!(test.should_panic, ShouldPanic::No);
     assert_eq!((test.run)(), Err(r#"Error: Custom { kind: Other, error: "nope" }"#.to_string()));

@@ -1,0 +1,120 @@
+//! The one way files enter the cache: written whole to a temporary file of
+//! this process, synced, then renamed into place, so that a reader sees the
+//! whole file or none and concurrent writers of the same entry (who write
+//! the same bytes) never get in each other's way. An interrupted write
+//! leaves nothing: the temporary file is registered for cleanup on Ctrl-C,
+//! and carries our pid so that the next run removes it after a SIGKILL.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufWriter};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use crate::cleanup::{self, Resource};
+
+/// Starts every temporary file's name (after a dot).
+const TEMP_PREFIX: &str = ".vmtest-tmp-";
+const TEMP_SUFFIX: &str = ".tmp";
+
+/// A cache file could not be written.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot write cache file {path}: check free space and permissions, or set VMTEST_CACHE_DIR")]
+pub struct CacheError {
+    pub path: PathBuf,
+    #[source]
+    pub source: io::Error,
+}
+
+/// Writes `dir/name` through `write`, atomically; returns its path.
+pub(crate) fn store(
+    dir: &Path,
+    name: &str,
+    write: impl FnOnce(&mut BufWriter<File>) -> io::Result<()>,
+) -> Result<PathBuf, CacheError> {
+    let target = dir.join(name);
+    let error = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| CacheError { path, source }
+    };
+    fs::create_dir_all(dir).map_err(error(dir))?;
+    let temp = dir.join(cleanup::owned_name(TEMP_PREFIX, TEMP_SUFFIX));
+    let _registration = cleanup::register(Resource::Path(temp.clone()));
+    let written = (|| {
+        let file = OpenOptions::new().write(true).create_new(true).open(&temp)?;
+        let mut writer = BufWriter::new(file);
+        write(&mut writer)?;
+        let file = writer.into_inner().map_err(io::IntoInnerError::into_error)?;
+        // The entry is trusted from then on: on disk before it has its name.
+        file.sync_all()?;
+        // Readable by all, like a file written with the usual umask.
+        file.set_permissions(fs::Permissions::from_mode(0o644))?;
+        fs::rename(&temp, &target)
+    })();
+    if let Err(source) = written {
+        let _ = fs::remove_file(&temp);
+        return Err(error(&target)(source));
+    }
+    Ok(target)
+}
+
+/// Removes temporary files that writers killed with SIGKILL left in `dir`.
+pub(crate) fn remove_stale(dir: &Path) {
+    cleanup::remove_stale(dir, TEMP_PREFIX, TEMP_SUFFIX);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn a_written_entry_is_whole_and_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = store(dir.path(), "entry", |file| file.write_all(b"contents")).unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"contents");
+        assert_eq!(names(dir.path()), ["entry"]);
+    }
+
+    #[test]
+    fn a_failed_write_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let error = store(dir.path(), "entry", |file| {
+            file.write_all(b"half")?;
+            Err(io::Error::other("disk on fire"))
+        })
+        .unwrap_err();
+        assert!(error.to_string().contains("entry"), "{error}");
+        assert!(names(dir.path()).is_empty());
+    }
+
+    #[test]
+    fn concurrent_writers_agree() {
+        let dir = tempfile::tempdir().unwrap();
+        std::thread::scope(|scope| {
+            for _ in 0..8 {
+                scope.spawn(|| store(dir.path(), "same", |file| file.write_all(&[7; 100_000])).unwrap());
+            }
+        });
+        assert_eq!(names(dir.path()), ["same"]);
+        assert_eq!(fs::read(dir.path().join("same")).unwrap(), vec![7; 100_000]);
+    }
+
+    #[test]
+    fn leftovers_of_dead_writers_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let dead = dir.path().join(format!("{TEMP_PREFIX}99999999-1{TEMP_SUFFIX}"));
+        fs::write(&dead, "partial").unwrap();
+        fs::write(dir.path().join("entry"), "kept").unwrap();
+        remove_stale(dir.path());
+        assert_eq!(names(dir.path()), ["entry"]);
+    }
+}

@@ -1,0 +1,335 @@
+//! The engine's front: a run of jobs, each in a VM of the shape it asks for.
+
+use std::ffi::{OsStr, OsString};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::cache;
+use crate::cleanup;
+use crate::contract::boot::{BootParams, ServerCommand, Share, GUEST_TMP, SERVER_VAR, SHARE_TAG_PREFIX};
+use crate::contract::messages::{Bytes, JobId, Request, WindowSize};
+use crate::contract::SHARED_DIR_VAR;
+use crate::error::SetupError;
+use crate::events::{Event, Reporter};
+use crate::outcome::Finished;
+use crate::pool::{Context, Pool};
+use crate::run_dir::{RunDir, SharedDir};
+use crate::settings::Settings;
+use crate::shape::VmShape;
+use crate::splat::Allowed;
+use crate::vm::Attempt;
+
+/// The program the guest init starts as the test server: the front door's
+/// own binary, whose `main` calls
+/// [`serve_if_requested`](crate::serve_if_requested) first.
+#[derive(Debug, Clone)]
+pub struct GuestServer {
+    /// Absolute.
+    pub program: PathBuf,
+    pub args: Vec<OsString>,
+    /// Its environment (and every job's), as `KEY=value`.
+    pub env: Vec<OsString>,
+    pub cwd: PathBuf,
+}
+
+impl GuestServer {
+    /// This very binary, with this process's environment and working
+    /// directory: jobs see the host's.
+    pub fn this_process() -> std::io::Result<GuestServer> {
+        Ok(GuestServer {
+            program: std::env::current_exe()?,
+            args: Vec::new(),
+            env: std::env::vars_os()
+                .map(|(key, value)| {
+                    let mut var = key;
+                    var.push("=");
+                    var.push(value);
+                    var
+                })
+                .collect(),
+            cwd: std::env::current_dir()?,
+        })
+    }
+}
+
+/// One job: what to run, in what VM, for how long.
+#[derive(Debug, Clone)]
+pub struct Job {
+    /// For events and messages.
+    pub name: String,
+    pub shape: VmShape,
+    pub work: Work,
+    /// Killed and failed after this long; `None`: no limit.
+    pub timeout: Option<Duration>,
+    /// Regular expressions for kernel splats this job may cause.
+    pub allowed_splats: Vec<String>,
+}
+
+/// What a job runs in the guest.
+#[derive(Debug, Clone)]
+pub enum Work {
+    /// The `#[vmtest]` with this path, in the test server's binary.
+    Test { path: String },
+    /// A program.
+    Command(Command),
+}
+
+/// A program to run in the guest.
+#[derive(Debug, Clone, Default)]
+pub struct Command {
+    /// Looked up in `PATH` when it has no `/`.
+    pub program: OsString,
+    pub args: Vec<OsString>,
+    /// Replaces the server's environment (`KEY=value` entries); `None`: the
+    /// host's.
+    pub env: Option<Vec<OsString>>,
+    /// `None`: the host's working directory.
+    pub cwd: Option<PathBuf>,
+    /// Run it in a terminal of this size.
+    pub terminal: Option<WindowSize>,
+}
+
+/// A run: VMs booted as jobs need them, shared by jobs of the same shape,
+/// shut down by [`Engine::shutdown`].
+pub struct Engine {
+    pool: Arc<Pool>,
+    reporter: Arc<dyn Reporter>,
+    allowed: Allowed,
+    shared_dir: SharedDir,
+    next_job: AtomicU64,
+}
+
+impl Engine {
+    /// Reads the settings, prepares the run's directories, and chooses the
+    /// accelerator. Boots nothing yet.
+    pub fn new(server: GuestServer, reporter: Arc<dyn Reporter>) -> Result<Engine, SetupError> {
+        let settings = Settings::from_env()?;
+        Engine::with_settings(settings, server, reporter)
+    }
+
+    /// [`Engine::new`] with settings from elsewhere.
+    pub fn with_settings(
+        settings: Settings,
+        server: GuestServer,
+        reporter: Arc<dyn Reporter>,
+    ) -> Result<Engine, SetupError> {
+        cleanup::set_reporter(Arc::clone(&reporter));
+        reporter.report(&Event::Accelerator {
+            accel: settings.accel.accel,
+            reason: settings.accel.reason.clone(),
+        });
+        cache::remove_stale(&settings.cache_dir);
+        let run_dir = RunDir::create().map_err(|source| SetupError::RunDir {
+            path: std::env::temp_dir(),
+            source,
+        })?;
+        let shared_dir =
+            SharedDir::create(&settings.cache_dir).map_err(|source| SetupError::RunDir {
+                path: settings.cache_dir.join("shared"),
+                source,
+            })?;
+        let allowed = Allowed::new(settings.allowed_splats.as_deref())?;
+        let shares = vec![Share {
+            tag: format!("{SHARE_TAG_PREFIX}0"),
+            path: shared_dir.path().to_path_buf(),
+            writable: true,
+        }];
+        let mut boot_line = boot_params(server, &shares).encode().into_bytes();
+        boot_line.push(b'\n');
+        let pool = Pool::new(Context {
+            settings,
+            reporter: Arc::clone(&reporter),
+            run_dir,
+            shares,
+            boot_line,
+        });
+        Ok(Engine {
+            pool,
+            reporter,
+            allowed,
+            shared_dir,
+            next_job: AtomicU64::new(1),
+        })
+    }
+
+    /// The host directory every guest of this run may write to, at the same
+    /// path (`VMTEST_SHARED_DIR` in the guest).
+    pub fn shared_dir(&self) -> &Path {
+        self.shared_dir.path()
+    }
+
+    /// Starts booting VMs of these shapes now, in parallel.
+    pub fn boot_ahead(&self, shapes: impl IntoIterator<Item = VmShape>) {
+        self.pool.boot_ahead(shapes);
+    }
+
+    /// Runs `job` in a VM of its shape and waits for its end. A VM that
+    /// dies before the job's process starts is replaced, and the job runs in
+    /// the next one.
+    pub fn run(&self, job: Job) -> Finished {
+        let started = Instant::now();
+        let id: JobId = self.next_job.fetch_add(1, Ordering::Relaxed);
+        let name: Arc<str> = Arc::from(job.name.as_str());
+        let finished = match Allowed::new(job.allowed_splats.iter().map(String::as_str)) {
+            Ok(allowed) => self.attempt(id, &name, &job, &allowed.and(&self.allowed), started),
+            Err(error) => Finished::setup_failed(Arc::new(error), started.elapsed()),
+        };
+        let finished = Arc::new(finished);
+        self.reporter.report(&Event::JobFinished {
+            job: id,
+            name,
+            finished: Arc::clone(&finished),
+        });
+        Arc::unwrap_or_clone(finished)
+    }
+
+    fn attempt(
+        &self,
+        id: JobId,
+        name: &Arc<str>,
+        job: &Job,
+        allowed: &Allowed,
+        started: Instant,
+    ) -> Finished {
+        let request = request(id, &job.work);
+        loop {
+            let reservation = match self.pool.acquire(&job.shape) {
+                Ok(reservation) => reservation,
+                Err(error) => return Finished::setup_failed(error, started.elapsed()),
+            };
+            match reservation.run(id, Arc::clone(name), &request, job.timeout, allowed) {
+                Attempt::Finished(finished) => return finished,
+                // The VM died before the job started: the pool replaces it.
+                Attempt::NotStarted => continue,
+            }
+        }
+    }
+
+    /// Shuts every VM down. The run's files go when the engine is dropped.
+    pub fn shutdown(&self) {
+        self.pool.shutdown();
+    }
+}
+
+/// What the init needs: the server with the variables the guest side
+/// reads, and the host paths under `/tmp` that must be visible.
+fn boot_params(server: GuestServer, shares: &[Share]) -> BootParams {
+    let mut env: Vec<OsString> = server
+        .env
+        .into_iter()
+        .filter(|var| {
+            let key = var.as_bytes().split(|&byte| byte == b'=').next().unwrap_or_default();
+            ![SERVER_VAR, "TMPDIR", SHARED_DIR_VAR].contains(&OsStr::from_bytes(key).to_str().unwrap_or(""))
+        })
+        .collect();
+    env.push(format!("{SERVER_VAR}=1").into());
+    // The host's TMPDIR may not exist in the guest, whose /tmp is its own.
+    env.push(format!("TMPDIR={GUEST_TMP}").into());
+    if let Some(share) = shares.first() {
+        let mut var = OsString::from(format!("{SHARED_DIR_VAR}="));
+        var.push(&share.path);
+        env.push(var);
+    }
+    let needed = [server.program.as_path(), server.cwd.as_path()]
+        .into_iter()
+        .chain(shares.iter().map(|share| share.path.as_path()));
+    BootParams {
+        tmp_binds: tmp_binds(needed),
+        shares: shares.to_vec(),
+        server: ServerCommand {
+            program: server.program,
+            args: server.args,
+            env,
+            cwd: server.cwd,
+        },
+    }
+}
+
+/// For each path under the host's `/tmp`, the entry of `/tmp` it is in,
+/// once: binding those makes the paths visible in the guest's own `/tmp`.
+fn tmp_binds<'a>(paths: impl IntoIterator<Item = &'a Path>) -> Vec<PathBuf> {
+    let tmp = Path::new(GUEST_TMP);
+    let mut binds: Vec<PathBuf> = Vec::new();
+    for path in paths {
+        let path = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
+        let Some(first) = path.strip_prefix(tmp).ok().and_then(|rest| rest.iter().next()) else {
+            continue;
+        };
+        let bind = tmp.join(first);
+        if !binds.contains(&bind) {
+            binds.push(bind);
+        }
+    }
+    binds
+}
+
+/// The request that starts `work` as job `id`.
+fn request(id: JobId, work: &Work) -> Request {
+    let bytes = |text: &OsStr| Bytes(text.as_bytes().to_vec());
+    match work {
+        Work::Test { path } => Request::Run {
+            id,
+            test: path.clone(),
+        },
+        Work::Command(command) => Request::Exec {
+            id,
+            program: bytes(&command.program),
+            args: command.args.iter().map(|arg| bytes(arg)).collect(),
+            env: command
+                .env
+                .as_ref()
+                .map(|env| env.iter().map(|var| bytes(var)).collect()),
+            cwd: command.cwd.as_ref().map(|cwd| bytes(cwd.as_os_str())),
+            terminal: command.terminal,
+            stdin: false,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_under_tmp_are_bound_by_their_first_component() {
+        let binds = tmp_binds([
+            Path::new("/tmp/x/target/debug/deps/kernels-1"),
+            Path::new("/tmp/x/examples/basics"),
+            Path::new("/home/u/crate"),
+            Path::new("/tmp/y"),
+            Path::new("/tmp"),
+        ]);
+        assert_eq!(binds, [PathBuf::from("/tmp/x"), PathBuf::from("/tmp/y")]);
+    }
+
+    #[test]
+    fn the_server_gets_the_guest_side_variables_and_loses_stale_ones() {
+        let server = GuestServer {
+            program: "/tmp/c/target/debug/deps/kernels-1".into(),
+            args: Vec::new(),
+            env: vec!["HOME=/root".into(), "TMPDIR=/tmp/host-only".into(), format!("{SERVER_VAR}=0").into()],
+            cwd: "/home/u/c".into(),
+        };
+        let shares = [Share {
+            tag: "vmtest_share0".into(),
+            path: "/home/u/c/target/vmtest/shared/run-1-a".into(),
+            writable: true,
+        }];
+        let params = boot_params(server, &shares);
+        let env: Vec<String> = params.server.env.iter().map(|var| var.to_string_lossy().into_owned()).collect();
+        assert_eq!(
+            env,
+            [
+                "HOME=/root".to_string(),
+                format!("{SERVER_VAR}=1"),
+                "TMPDIR=/tmp".into(),
+                format!("{SHARED_DIR_VAR}=/home/u/c/target/vmtest/shared/run-1-a"),
+            ]
+        );
+        assert_eq!(params.tmp_binds, [PathBuf::from("/tmp/c")]);
+        assert_eq!(params.shares, shares);
+    }
+}

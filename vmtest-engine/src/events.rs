@@ -1,0 +1,72 @@
+//! What the engine tells its front door, as it happens. The engine never
+//! prints: a [`Reporter`] (the libtest printer, the command's plain log or
+//! terminal UI) receives every [`Event`] and decides what the user sees, as
+//! nextest's runner and reporter meet only through events.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::accel::Accel;
+use crate::contract::messages::{JobId, Stream};
+use crate::outcome::Finished;
+use crate::shape::VmShape;
+use crate::vm::VmDeath;
+
+/// Identifies a VM within a run.
+pub type VmId = u64;
+
+/// Something the engine did or saw.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Event {
+    /// Which accelerator QEMU runs guests with, and why. Once per run.
+    Accelerator { accel: Accel, reason: String },
+    /// A VM is booting; `attempt` counts from 1 for its shape.
+    VmBooting {
+        vm: VmId,
+        shape: Arc<VmShape>,
+        attempt: u32,
+    },
+    /// A VM is ready for jobs.
+    VmReady {
+        vm: VmId,
+        shape: Arc<VmShape>,
+        boot_time: Duration,
+    },
+    /// A boot hung and is tried once more.
+    VmRetrying {
+        vm: VmId,
+        shape: Arc<VmShape>,
+        reason: String,
+    },
+    /// A VM died: the jobs running in it fail with this, queued ones go to
+    /// a fresh VM of the same shape.
+    VmDied {
+        vm: VmId,
+        shape: Arc<VmShape>,
+        death: Arc<VmDeath>,
+    },
+    /// VMs of this shape died too often: no more are booted in this run.
+    GaveUp { shape: Arc<VmShape>, deaths: u32 },
+    /// A job's process started in a VM.
+    JobStarted { job: JobId, name: Arc<str>, vm: VmId },
+    /// A job wrote this, just now.
+    Output {
+        job: JobId,
+        stream: Stream,
+        data: Vec<u8>,
+    },
+    /// A job ended.
+    JobFinished {
+        job: JobId,
+        name: Arc<str>,
+        finished: Arc<Finished>,
+    },
+    /// The run was interrupted by this signal; its VMs were stopped.
+    Cancelled { signal: i32, vms: usize },
+}
+
+/// Receives the engine's events, from any thread; the only code that prints.
+pub trait Reporter: Send + Sync {
+    fn report(&self, event: &Event);
+}

@@ -1,0 +1,401 @@
+//! The server's loop: one `poll` over the control port, the kernel's log,
+//! and each job's pidfd, outputs, verdict pipe and stdin.
+//!
+//! It is single-threaded on purpose: a test child is forked from it without
+//! exec, and a fork copies only the calling thread (see [`super::job`]).
+//! It shields itself so that the host can tell a slow guest from a dead one:
+//! real-time priority (not inherited by jobs) keeps it answering pings while
+//! tests hog the CPU, and an OOM score of -1000 keeps the OOM killer on the
+//! tests.
+
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd};
+
+use super::cgroup::Cgroups;
+use super::fd::{self, pollfd};
+use super::job::{self, Job, Spec};
+use super::kmsg::KernelLog;
+use super::TestRunner;
+use crate::contract::boot::CONTROL_FD;
+use crate::contract::messages::{
+    to_line, Bytes, ExitStatus, JobId, Reply, Request, Verdict,
+};
+
+/// The most output one message carries.
+const OUTPUT_CHUNK: usize = 64 << 10;
+/// `SCHED_RESET_ON_FORK` (`include/uapi/linux/sched.h`): children start
+/// with the normal policy.
+const SCHED_RESET_ON_FORK: libc::c_int = 0x4000_0000;
+
+/// Serves until the host hangs up, then exits the process.
+pub(super) fn serve(tests: Option<TestRunner>) -> ! {
+    let code = match Server::start(tests).and_then(|mut server| server.run()) {
+        Ok(()) => 0,
+        Err(error) => {
+            // Goes to the guest console, which the host keeps.
+            eprintln!("vmtest test server: {error}");
+            1
+        }
+    };
+    std::process::exit(code)
+}
+
+struct Server {
+    port: File,
+    /// Bytes from the host not yet ending in a newline.
+    inbox: Vec<u8>,
+    jobs: Vec<Job>,
+    kernel_log: Option<KernelLog>,
+    cgroups: Option<Cgroups>,
+    tests: Option<TestRunner>,
+}
+
+/// What a descriptor in the poll set belongs to.
+#[derive(Clone, Copy)]
+enum Watch {
+    Port,
+    KernelLog,
+    Exit(JobId),
+    Output(JobId, usize),
+    Verdict(JobId),
+    Input(JobId),
+}
+
+impl Server {
+    fn start(tests: Option<TestRunner>) -> io::Result<Server> {
+        // SAFETY: the init hands the control port over as CONTROL_FD, and
+        // nothing else in this process owns it.
+        let port = unsafe { File::from_raw_fd(CONTROL_FD) };
+        fd::set_cloexec(&port)?;
+        shield();
+        let kernel_log = KernelLog::open()
+            .map_err(|error| eprintln!("vmtest test server: no kernel log ({error})"))
+            .ok();
+        let mut server = Server {
+            port,
+            inbox: Vec::new(),
+            jobs: Vec::new(),
+            kernel_log,
+            cgroups: Cgroups::open(),
+            tests,
+        };
+        server.send(&Reply::Ready)?;
+        Ok(server)
+    }
+
+    fn run(&mut self) -> io::Result<()> {
+        loop {
+            let (mut fds, watches) = self.poll_set();
+            fd::poll(&mut fds, -1)?;
+            let mut exited = Vec::new();
+            let mut port_ready = false;
+            for (pollfd, watch) in fds.iter().zip(watches) {
+                if pollfd.revents == 0 {
+                    continue;
+                }
+                match watch {
+                    Watch::Port => port_ready = true,
+                    Watch::KernelLog => self.forward_kernel_log()?,
+                    Watch::Exit(id) => exited.push(id),
+                    Watch::Output(id, index) => self.forward_output(id, index)?,
+                    Watch::Verdict(id) => self.read_verdict(id),
+                    Watch::Input(id) => self.feed(id),
+                }
+            }
+            for id in exited {
+                self.finish(id)?;
+            }
+            if port_ready && !self.receive()? {
+                // The host has gone: nothing left to report to.
+                for job in &self.jobs {
+                    job.kill();
+                }
+                return Ok(());
+            }
+        }
+    }
+
+    fn poll_set(&self) -> (Vec<libc::pollfd>, Vec<Watch>) {
+        let mut fds = vec![pollfd(self.port.as_raw_fd(), libc::POLLIN)];
+        let mut watches = vec![Watch::Port];
+        if let Some(log) = &self.kernel_log {
+            fds.push(pollfd(log.as_raw_fd(), libc::POLLIN));
+            watches.push(Watch::KernelLog);
+        }
+        for job in &self.jobs {
+            if let Some(pidfd) = &job.pidfd {
+                fds.push(pollfd(pidfd.as_raw_fd(), libc::POLLIN));
+                watches.push(Watch::Exit(job.id));
+            }
+            for (index, output) in job.outputs.iter().enumerate() {
+                if output.open {
+                    fds.push(pollfd(output.fd.as_raw_fd(), libc::POLLIN));
+                    watches.push(Watch::Output(job.id, index));
+                }
+            }
+            if let Some(verdict) = &job.verdict_pipe {
+                fds.push(pollfd(verdict.as_raw_fd(), libc::POLLIN));
+                watches.push(Watch::Verdict(job.id));
+            }
+            if let Some(input) = job.input.as_ref().filter(|input| !input.pending.is_empty()) {
+                fds.push(pollfd(input.fd.as_raw_fd(), libc::POLLOUT));
+                watches.push(Watch::Input(job.id));
+            }
+        }
+        (fds, watches)
+    }
+
+    /// Handles what the host sent; `false` once the host has gone.
+    fn receive(&mut self) -> io::Result<bool> {
+        let mut buffer = vec![0u8; 65536];
+        let read = match self.port.read(&mut buffer) {
+            Ok(0) => return Ok(false),
+            Ok(read) => read,
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => return Ok(true),
+            Err(error) => return Err(error),
+        };
+        self.inbox.extend_from_slice(&buffer[..read]);
+        while let Some(end) = self.inbox.iter().position(|&byte| byte == b'\n') {
+            let line: Vec<u8> = self.inbox.drain(..=end).collect();
+            match serde_json::from_slice::<Request>(&line) {
+                Ok(request) => self.handle(request)?,
+                Err(error) => eprintln!("vmtest test server: bad request: {error}"),
+            }
+        }
+        Ok(true)
+    }
+
+    fn handle(&mut self, request: Request) -> io::Result<()> {
+        match request {
+            Request::Ping { seq } => self.send(&Reply::Pong { seq }),
+            Request::Run { id, test } => match self.tests {
+                Some(runner) => self.start_job(id, &Spec::Test { name: &test, runner }),
+                None => self.send(&Reply::Refused {
+                    id,
+                    message: "this server runs commands, not tests".into(),
+                }),
+            },
+            Request::Exec {
+                id,
+                program,
+                args,
+                env,
+                cwd,
+                terminal,
+                stdin,
+            } => {
+                let args: Vec<Vec<u8>> = args.into_iter().map(|arg| arg.0).collect();
+                let env: Option<Vec<Vec<u8>>> =
+                    env.map(|env| env.into_iter().map(|var| var.0).collect());
+                let spec = Spec::Program {
+                    program: &program.0,
+                    args: &args,
+                    env: env.as_deref(),
+                    cwd: cwd.as_ref().map(|cwd| cwd.0.as_slice()),
+                    terminal,
+                    stdin,
+                };
+                self.start_job(id, &spec)
+            }
+            Request::Input { id, data } => {
+                if let Some(input) = self.job_mut(id).and_then(|job| job.input.as_mut()) {
+                    input.pending.extend_from_slice(&data.0);
+                }
+                self.feed(id);
+                Ok(())
+            }
+            Request::CloseInput { id } => {
+                if let Some(input) = self.job_mut(id).and_then(|job| job.input.as_mut()) {
+                    input.closing = true;
+                }
+                self.feed(id);
+                Ok(())
+            }
+            Request::Resize { id, size } => {
+                if let Some(master) = self.job_mut(id).and_then(|job| job.terminal) {
+                    if let Err(error) = job::resize(master, size) {
+                        eprintln!("vmtest test server: resize job {id}: {error}");
+                    }
+                }
+                Ok(())
+            }
+            Request::Kill { id } => {
+                if let Some(job) = self.jobs.iter().find(|job| job.id == id) {
+                    job.kill();
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn start_job(&mut self, id: JobId, spec: &Spec) -> io::Result<()> {
+        match job::spawn(id, spec, self.cgroups.as_ref()) {
+            Ok(job) => {
+                self.jobs.push(job);
+                self.send(&Reply::Started { id })
+            }
+            Err(error) => self.send(&Reply::Refused {
+                id,
+                message: format!("cannot start the job in the guest: {error}"),
+            }),
+        }
+    }
+
+    fn job_mut(&mut self, id: JobId) -> Option<&mut Job> {
+        self.jobs.iter_mut().find(|job| job.id == id)
+    }
+
+    /// Sends one read's worth of a job's output.
+    fn forward_output(&mut self, id: JobId, index: usize) -> io::Result<()> {
+        let Some(job) = self.job_mut(id) else {
+            return Ok(());
+        };
+        let output = &mut job.outputs[index];
+        let stream = output.stream;
+        match fd::read_some(&output.fd, OUTPUT_CHUNK)? {
+            fd::Read::Data(data) => self.send(&Reply::Output {
+                id,
+                stream,
+                data: Bytes(data),
+            }),
+            fd::Read::Empty => Ok(()),
+            fd::Read::Closed => {
+                output.open = false;
+                Ok(())
+            }
+        }
+    }
+
+    fn read_verdict(&mut self, id: JobId) {
+        let Some(job) = self.job_mut(id) else { return };
+        let Some(pipe) = &job.verdict_pipe else { return };
+        match fd::drain(pipe) {
+            Ok((data, closed)) => {
+                job.verdict.get_or_insert_with(Vec::new).extend_from_slice(&data);
+                if closed {
+                    job.verdict_pipe = None;
+                }
+            }
+            Err(error) => eprintln!("vmtest test server: verdict of job {id}: {error}"),
+        }
+    }
+
+    /// Writes what the job's stdin takes now; closes it when asked and done.
+    fn feed(&mut self, id: JobId) {
+        let Some(job) = self.job_mut(id) else { return };
+        let Some(input) = &mut job.input else { return };
+        if !input.pending.is_empty() {
+            match fd::write_some(&input.fd, &input.pending) {
+                Ok(written) => drop(input.pending.drain(..written)),
+                // The job closed its stdin: what it did not read is lost.
+                Err(_) => {
+                    job.input = None;
+                    return;
+                }
+            }
+        }
+        if input.closing && input.pending.is_empty() {
+            job.input = None;
+        }
+    }
+
+    /// The job's process has exited: kill what it left, send the rest of
+    /// its output and the kernel's records, then report it.
+    fn finish(&mut self, id: JobId) -> io::Result<()> {
+        let Some(job) = self.job_mut(id) else {
+            return Ok(());
+        };
+        let status = reap(job.pid)?;
+        job.pidfd = None;
+        if let Err(error) = job.kill_leftovers() {
+            eprintln!("vmtest test server: job {id}: {error}");
+        }
+        let mut rest = Vec::new();
+        for output in job.outputs.drain(..).filter(|output| output.open) {
+            rest.push((output.stream, fd::drain(&output.fd)?.0));
+        }
+        if let Some(pipe) = job.verdict_pipe.take() {
+            let data = fd::drain(&pipe)?.0;
+            job.verdict.get_or_insert_with(Vec::new).extend_from_slice(&data);
+        }
+        let verdict_bytes = job.verdict.take();
+        for (stream, data) in rest {
+            for chunk in data.chunks(OUTPUT_CHUNK) {
+                self.send(&Reply::Output {
+                    id,
+                    stream,
+                    data: Bytes(chunk.to_vec()),
+                })?;
+            }
+        }
+        // Every record the job caused is in the log by now: send them
+        // while the job still counts as running.
+        self.forward_kernel_log()?;
+        let verdict = verdict_bytes
+            .and_then(|bytes| serde_json::from_slice::<Verdict>(&bytes).ok());
+        self.jobs.retain(|job| job.id != id);
+        self.send(&Reply::Done {
+            id,
+            status,
+            verdict,
+        })
+    }
+
+    fn forward_kernel_log(&mut self) -> io::Result<()> {
+        let Some(log) = &mut self.kernel_log else {
+            return Ok(());
+        };
+        let records = log.read_new();
+        let running: Vec<JobId> = self.jobs.iter().map(|job| job.id).collect();
+        for record in records {
+            self.send(&Reply::Kernel {
+                record,
+                running: running.clone(),
+            })?;
+        }
+        Ok(())
+    }
+
+    fn send(&mut self, reply: &Reply) -> io::Result<()> {
+        self.port.write_all(&to_line(reply))
+    }
+}
+
+/// The exit status of our child `pid`, which has exited.
+fn reap(pid: libc::pid_t) -> io::Result<ExitStatus> {
+    let mut status = 0;
+    loop {
+        // SAFETY: `status` is a valid out-pointer.
+        let reaped = unsafe { libc::waitpid(pid, &mut status, 0) };
+        if reaped == pid {
+            break;
+        }
+        let error = io::Error::last_os_error();
+        if error.kind() != io::ErrorKind::Interrupted {
+            return Err(error);
+        }
+    }
+    Ok(if libc::WIFSIGNALED(status) {
+        ExitStatus::Signaled(libc::WTERMSIG(status))
+    } else {
+        ExitStatus::Exited(libc::WEXITSTATUS(status))
+    })
+}
+
+/// Real-time priority, not inherited by children, and no OOM kills: best
+/// effort (a kernel without real-time scheduling still serves).
+fn shield() {
+    let param = libc::sched_param { sched_priority: 1 };
+    // SAFETY: plain syscall with a valid sched_param.
+    if unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO | SCHED_RESET_ON_FORK, &param) } != 0
+    {
+        eprintln!(
+            "vmtest test server: no real-time priority ({})",
+            io::Error::last_os_error()
+        );
+    }
+    if let Err(error) = std::fs::write("/proc/self/oom_score_adj", "-1000") {
+        eprintln!("vmtest test server: cannot avoid the OOM killer ({error})");
+    }
+}

@@ -1,0 +1,78 @@
+//! The engine of vmtest: runs jobs (tests, commands) inside QEMU guests
+//! booted from chosen Linux kernels, with the host's root shared read-only
+//! over 9p, and reports what happens as [`Event`]s.
+//!
+//! Two front doors share it: the libtest harness (`vmtest-harness`) and the
+//! `vmtest` command. Each builds an [`Engine`] with a [`Reporter`] (the only
+//! code that prints), runs [`Job`]s, and maps each [`Outcome`] once.
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use vmtest_engine::{Command, Engine, Event, GuestServer, Job, Reporter, VmShape, Work};
+//!
+//! struct Print;
+//! impl Reporter for Print {
+//!     fn report(&self, event: &Event) {
+//!         if let Event::Output { data, .. } = event {
+//!             print!("{}", String::from_utf8_lossy(data));
+//!         }
+//!     }
+//! }
+//!
+//! fn main() {
+//!     // The guest runs this very binary as its test server.
+//!     vmtest_engine::serve_if_requested(None);
+//!     let engine = Engine::new(GuestServer::this_process().unwrap(), Arc::new(Print)).unwrap();
+//!     let finished = engine.run(Job {
+//!         name: "uname".into(),
+//!         shape: VmShape::new("/boot/vmlinuz"),
+//!         work: Work::Command(Command {
+//!             program: "uname".into(),
+//!             args: vec!["-r".into()],
+//!             ..Command::default()
+//!         }),
+//!         timeout: None,
+//!         allowed_splats: Vec::new(),
+//!     });
+//!     println!("{:?}", finished.outcome);
+//!     engine.shutdown();
+//! }
+//! ```
+//!
+//! Layers: [`contract`] (what host and guest share), the guest side
+//! ([`serve_if_requested`] and the init in `guest/init.rs`), and the host
+//! side (boot media, QEMU, VMs, the pool, the engine).
+
+mod accel;
+mod boot;
+mod cache;
+mod cleanup;
+#[doc(hidden)]
+pub mod contract;
+mod engine;
+mod error;
+mod events;
+mod guest;
+mod outcome;
+mod pool;
+mod qemu;
+mod run_dir;
+mod settings;
+mod shape;
+mod splat;
+mod vm;
+
+pub use accel::{Accel, Choice};
+pub use boot::PrepareError;
+pub use contract::messages::{JobId, Stream, Verdict, WindowSize};
+pub use contract::SHARED_DIR_VAR;
+pub use engine::{Command, Engine, GuestServer, Job, Work};
+pub use error::{chain, SetupError};
+pub use events::{Event, Reporter, VmId};
+pub use guest::{serve_if_requested, TestRunner};
+pub use outcome::{signal_name, Captured, Finished, Outcome};
+pub use qemu::process::SpawnError;
+pub use settings::{Settings, SettingsError};
+pub use shape::{VmShape, DEFAULT_CPUS, DEFAULT_MEMORY_MIB};
+pub use splat::Splat;
+pub use vm::{BootError, DeathCause, Details, VmDeath};

@@ -1,0 +1,231 @@
+//! VMs by shape: one at a time per shape, shared by every job that needs
+//! it, booted on first need (or ahead, all shapes in parallel), replaced
+//! when it dies (at most [`MAX_REPLACEMENTS`] times per shape and run), shut
+//! down at the end.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::{self, JoinHandle};
+use std::time::Instant;
+
+use crate::boot;
+use crate::contract::boot::Share;
+use crate::error::SetupError;
+use crate::events::{Event, Reporter, VmId};
+use crate::run_dir::RunDir;
+use crate::settings::Settings;
+use crate::shape::VmShape;
+use crate::vm::{BootError, BootSpec, Reservation, Vm};
+
+/// How many times a shape's VM may die and be replaced in one run.
+pub(crate) const MAX_REPLACEMENTS: u32 = 3;
+
+/// What every boot of the run needs.
+pub(crate) struct Context {
+    pub settings: Settings,
+    pub reporter: Arc<dyn Reporter>,
+    pub run_dir: RunDir,
+    pub shares: Vec<Share>,
+    /// The init's boot parameters, encoded, with their newline.
+    pub boot_line: Vec<u8>,
+}
+
+/// The run's VMs.
+pub(crate) struct Pool {
+    context: Context,
+    slots: Mutex<HashMap<VmShape, Arc<Slot>>>,
+    boots: Mutex<Vec<JoinHandle<()>>>,
+    next_vm: AtomicU64,
+}
+
+/// One shape's VM.
+struct Slot {
+    shape: Arc<VmShape>,
+    state: Mutex<SlotState>,
+    changed: Condvar,
+}
+
+struct SlotState {
+    current: Current,
+    deaths: u32,
+}
+
+enum Current {
+    Empty,
+    Booting,
+    Ready(Arc<Vm>),
+    /// No VM of this shape can be had in this run.
+    Failed(Arc<SetupError>),
+}
+
+impl Pool {
+    pub(crate) fn new(context: Context) -> Arc<Pool> {
+        Arc::new(Pool {
+            context,
+            slots: Mutex::default(),
+            boots: Mutex::default(),
+            next_vm: AtomicU64::new(1),
+        })
+    }
+
+    /// A slot in a live VM of `shape`, booting or replacing the VM as needed.
+    pub(crate) fn acquire(&self, shape: &VmShape) -> Result<Reservation, Arc<SetupError>> {
+        let slot = self.slot(shape);
+        loop {
+            let vm = self.live_vm(&slot)?;
+            if let Some(reservation) = Vm::reserve(&vm) {
+                return Ok(reservation);
+            }
+            // It died while we waited for room in it: the next one.
+        }
+    }
+
+    /// Starts booting every shape at once, so VMs for different kernels boot
+    /// in parallel while the first jobs wait.
+    pub(crate) fn boot_ahead(self: &Arc<Self>, shapes: impl IntoIterator<Item = VmShape>) {
+        let mut boots = lock(&self.boots);
+        for shape in shapes {
+            let pool = Arc::clone(self);
+            boots.push(thread::spawn(move || {
+                let slot = pool.slot(&shape);
+                let _ = pool.live_vm(&slot);
+            }));
+        }
+    }
+
+    /// Waits for boots still in flight, then shuts every VM down.
+    pub(crate) fn shutdown(&self) {
+        for boot in std::mem::take(&mut *lock(&self.boots)) {
+            let _ = boot.join();
+        }
+        for slot in std::mem::take(&mut *lock(&self.slots)).into_values() {
+            if let Current::Ready(vm) = &lock(&slot.state).current {
+                vm.shutdown();
+            }
+        }
+    }
+
+    fn slot(&self, shape: &VmShape) -> Arc<Slot> {
+        let mut slots = lock(&self.slots);
+        let slot = slots.entry(shape.clone()).or_insert_with(|| {
+            Arc::new(Slot {
+                shape: Arc::new(shape.clone()),
+                state: Mutex::new(SlotState {
+                    current: Current::Empty,
+                    deaths: 0,
+                }),
+                changed: Condvar::new(),
+            })
+        });
+        Arc::clone(slot)
+    }
+
+    /// The slot's VM once it is alive: booted by the first caller, waited
+    /// for by the others, replaced after a death.
+    fn live_vm(&self, slot: &Slot) -> Result<Arc<Vm>, Arc<SetupError>> {
+        let mut state = lock(&slot.state);
+        loop {
+            match &state.current {
+                Current::Ready(vm) if vm.alive() => return Ok(Arc::clone(vm)),
+                Current::Ready(_) => {
+                    state.deaths += 1;
+                    state.current = if state.deaths > MAX_REPLACEMENTS {
+                        self.context.reporter.report(&Event::GaveUp {
+                            shape: Arc::clone(&slot.shape),
+                            deaths: state.deaths,
+                        });
+                        Current::Failed(Arc::new(SetupError::GaveUp {
+                            shape: Arc::clone(&slot.shape),
+                            deaths: state.deaths,
+                        }))
+                    } else {
+                        Current::Empty
+                    };
+                }
+                Current::Failed(error) => return Err(Arc::clone(error)),
+                Current::Booting => {
+                    state = slot
+                        .changed
+                        .wait(state)
+                        .unwrap_or_else(|poisoned| poisoned.into_inner());
+                }
+                Current::Empty => {
+                    state.current = Current::Booting;
+                    drop(state);
+                    let booted = self.boot(&slot.shape);
+                    state = lock(&slot.state);
+                    state.current = match booted {
+                        Ok(vm) => Current::Ready(Arc::new(vm)),
+                        Err(error) => Current::Failed(Arc::new(error)),
+                    };
+                    slot.changed.notify_all();
+                }
+            }
+        }
+    }
+
+    /// Boots a VM of `shape`, once more if the first boot hangs.
+    fn boot(&self, shape: &Arc<VmShape>) -> Result<Vm, SetupError> {
+        let context = &self.context;
+        let settings = &context.settings;
+        let media = boot::prepare(shape, &settings.cache_dir, settings.boot_image_as_is)
+            .map_err(|source| SetupError::Prepare {
+                kernel: shape.kernel.clone(),
+                source,
+            })?;
+        let cmdline = boot::kernel_cmdline(&shape.kernel_args, settings.verbose);
+        let spec = BootSpec {
+            settings,
+            media: &media,
+            shape,
+            cmdline: &cmdline,
+            shares: &context.shares,
+            boot_line: &context.boot_line,
+        };
+        let boot_error = |source| SetupError::Boot {
+            shape: Arc::clone(shape),
+            source,
+        };
+        for attempt in 1..=2 {
+            let vm = self.next_vm.fetch_add(1, Ordering::Relaxed);
+            context.reporter.report(&Event::VmBooting {
+                vm,
+                shape: Arc::clone(shape),
+                attempt,
+            });
+            let dir = context
+                .run_dir
+                .vm_dir(vm)
+                .map_err(|error| boot_error(BootError::Workdir(error)))?;
+            let started = Instant::now();
+            match Vm::boot(vm, dir, &spec, Arc::clone(&context.reporter)) {
+                Ok(booted) => {
+                    self.ready(vm, shape, started);
+                    return Ok(booted);
+                }
+                Err(error @ BootError::Hung { .. }) if attempt == 1 => {
+                    context.reporter.report(&Event::VmRetrying {
+                        vm,
+                        shape: Arc::clone(shape),
+                        reason: error.to_string(),
+                    });
+                }
+                Err(error) => return Err(boot_error(error)),
+            }
+        }
+        unreachable!("the second attempt returns")
+    }
+
+    fn ready(&self, vm: VmId, shape: &Arc<VmShape>, started: Instant) {
+        self.context.reporter.report(&Event::VmReady {
+            vm,
+            shape: Arc::clone(shape),
+            boot_time: started.elapsed(),
+        });
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}

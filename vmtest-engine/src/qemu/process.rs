@@ -1,0 +1,202 @@
+//! The QEMU process: spawned in its own process group, tied to our life with
+//! a parent-death signal, registered for cleanup on Ctrl-C, killed and
+//! reaped when dropped.
+
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::sync::{Mutex, OnceLock};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::cleanup::{self, Registration, Resource};
+
+/// A running QEMU.
+pub(crate) struct QemuProcess {
+    child: Child,
+    /// Readable once QEMU has exited: waits need no polling.
+    pidfd: Option<OwnedFd>,
+    stderr_log: PathBuf,
+    _registration: Registration,
+}
+
+/// Why QEMU could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum SpawnError {
+    #[error(
+        "{binary} was not found: install QEMU (Debian/Ubuntu: apt-get install qemu-system-x86) \
+         or point VMTEST_QEMU at the binary"
+    )]
+    NotInstalled { binary: String },
+    #[error("could not start {binary}")]
+    Failed {
+        binary: String,
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl QemuProcess {
+    /// Starts `binary args`, with its stdout and stderr in `stderr_log`.
+    pub(crate) fn spawn(
+        binary: &Path,
+        args: Vec<std::ffi::OsString>,
+        stderr_log: &Path,
+    ) -> Result<Self, SpawnError> {
+        let failed = |source: io::Error| SpawnError::Failed {
+            binary: binary.display().to_string(),
+            source,
+        };
+        let log = File::create(stderr_log).map_err(failed)?;
+        let mut command = Command::new(binary);
+        command
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().map_err(failed)?)
+            .stderr(log)
+            // Its own group: a Ctrl-C at the terminal reaches us, not QEMU,
+            // and we end QEMU ourselves after cleaning up.
+            .process_group(0);
+        // SAFETY: prctl is async-signal-safe and touches no memory of ours.
+        unsafe {
+            command.pre_exec(|| {
+                // If we die without cleaning up (SIGKILL), QEMU dies too.
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = spawn_from_long_lived_thread(command).map_err(|source| {
+            if source.kind() == io::ErrorKind::NotFound {
+                SpawnError::NotInstalled {
+                    binary: binary.display().to_string(),
+                }
+            } else {
+                failed(source)
+            }
+        })?;
+        let _registration = cleanup::register(Resource::Qemu(child.id()));
+        Ok(Self {
+            pidfd: pidfd_open(child.id()),
+            child,
+            stderr_log: stderr_log.to_path_buf(),
+            _registration,
+        })
+    }
+
+    /// The process id, which is also its process group id.
+    pub(crate) fn id(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// `Some` once QEMU has exited.
+    pub(crate) fn exit_status(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
+    /// Waits up to `grace` for QEMU to exit by itself.
+    pub(crate) fn wait_for_exit(&mut self, grace: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + grace;
+        loop {
+            if let Some(status) = self.exit_status() {
+                return Some(status);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return None;
+            }
+            match &self.pidfd {
+                Some(pidfd) => {
+                    let mut fd = libc::pollfd {
+                        fd: pidfd.as_raw_fd(),
+                        events: libc::POLLIN,
+                        revents: 0,
+                    };
+                    let ms = left.as_millis().clamp(1, i32::MAX as u128) as i32;
+                    // SAFETY: one valid pollfd.
+                    unsafe { libc::poll(&mut fd, 1, ms) };
+                }
+                // No pidfd (a kernel before 5.3): look again shortly.
+                None => thread::sleep(left.min(Duration::from_millis(5))),
+            }
+        }
+    }
+
+    /// Kills QEMU's process group and reaps QEMU.
+    pub(crate) fn kill(&mut self) {
+        if self.exit_status().is_none() {
+            kill_group(self.child.id());
+            let _ = self.child.wait();
+        }
+    }
+
+    /// What QEMU printed, for error messages.
+    pub(crate) fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr_log)
+            .unwrap_or_default()
+            .trim()
+            .to_string()
+    }
+}
+
+impl Drop for QemuProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A pidfd for our child (close-on-exec, as they all are), if the kernel
+/// has them (Linux 5.3).
+fn pidfd_open(pid: u32) -> Option<OwnedFd> {
+    // SAFETY: plain syscall; a new descriptor on success.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    // SAFETY: the kernel just created it; we are its only owner.
+    (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// SIGKILL to QEMU's process group.
+pub(crate) fn kill_group(pid: u32) {
+    if let Ok(pid) = i32::try_from(pid) {
+        // SAFETY: plain syscall; a stale group id at worst gets ESRCH.
+        unsafe {
+            libc::kill(-pid, libc::SIGKILL);
+        }
+    }
+}
+
+type SpawnRequest = (Command, mpsc::Sender<io::Result<Child>>);
+
+/// Spawns `command` from a thread that lives as long as the process.
+///
+/// `PR_SET_PDEATHSIG` fires when the *thread* that forked the child exits,
+/// not the process; VMs are booted from short-lived threads, so the fork must
+/// happen on one that never ends.
+fn spawn_from_long_lived_thread(command: Command) -> io::Result<Child> {
+    static SPAWNER: OnceLock<Mutex<mpsc::Sender<SpawnRequest>>> = OnceLock::new();
+    let spawner = SPAWNER.get_or_init(|| {
+        let (requests, incoming) = mpsc::channel::<SpawnRequest>();
+        thread::Builder::new()
+            .name("vmtest-spawner".into())
+            .spawn(move || {
+                for (mut command, reply) in incoming {
+                    let _ = reply.send(command.spawn());
+                }
+            })
+            .expect("the spawner thread starts");
+        Mutex::new(requests)
+    });
+    let (reply, answer) = mpsc::channel();
+    spawner
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .send((command, reply))
+        .map_err(|_| io::Error::other("the spawner thread is gone"))?;
+    answer
+        .recv()
+        .map_err(|_| io::Error::other("the spawner thread is gone"))?
+}

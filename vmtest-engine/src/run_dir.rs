@@ -1,0 +1,131 @@
+//! The run's own directories: one under the temporary directory for the
+//! VMs' sockets and logs, and the shared directory the guests may write to.
+//! Both are private to one run (concurrent runs never share them) and carry
+//! the run's pid in their names, so that a run that starts after one killed
+//! with SIGKILL removes what it left ([`cleanup::remove_stale`]).
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use crate::cleanup::{self, Registration, Resource};
+use crate::events::VmId;
+
+const RUN_PREFIX: &str = "vmtest-run-";
+const SHARED_PREFIX: &str = "run-";
+/// Unix socket paths hold at most 108 bytes: a longer temporary directory
+/// than this falls back to `/tmp`.
+const MAX_BASE_LEN: usize = 64;
+
+/// `$TMPDIR/vmtest-run-<pid>-<n>/`, removed with the run.
+pub(crate) struct RunDir {
+    path: PathBuf,
+    _registration: Registration,
+}
+
+impl RunDir {
+    pub(crate) fn create() -> io::Result<RunDir> {
+        let mut base = std::env::temp_dir();
+        if base.as_os_str().len() > MAX_BASE_LEN {
+            base = PathBuf::from("/tmp");
+        }
+        cleanup::remove_stale(&base, RUN_PREFIX, "");
+        let path = base.join(cleanup::owned_name(RUN_PREFIX, ""));
+        let _registration = cleanup::register(Resource::Path(path.clone()));
+        std::fs::create_dir(&path)?;
+        Ok(RunDir {
+            path,
+            _registration,
+        })
+    }
+
+    /// A new directory for the VM `vm`, removed when dropped.
+    pub(crate) fn vm_dir(&self, vm: VmId) -> io::Result<VmDir> {
+        let path = self.path.join(format!("vm-{vm}"));
+        std::fs::create_dir(&path)?;
+        Ok(VmDir { path })
+    }
+}
+
+impl Drop for RunDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+/// One VM's sockets and logs.
+pub(crate) struct VmDir {
+    path: PathBuf,
+}
+
+impl VmDir {
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for VmDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+/// `<cache>/shared/run-<pid>-<n>/`: the one host directory guests may write
+/// to, empty when the run starts. Removed at the end if it is still empty;
+/// what the guests left there stays until the next run starts.
+pub(crate) struct SharedDir {
+    path: PathBuf,
+    _registration: Registration,
+}
+
+impl SharedDir {
+    pub(crate) fn create(cache_dir: &Path) -> io::Result<SharedDir> {
+        let parent = cache_dir.join("shared");
+        std::fs::create_dir_all(&parent)?;
+        cleanup::remove_stale(&parent, SHARED_PREFIX, "");
+        let path = parent.join(cleanup::owned_name(SHARED_PREFIX, ""));
+        let _registration = cleanup::register(Resource::DirIfEmpty(path.clone()));
+        std::fs::create_dir(&path)?;
+        Ok(SharedDir {
+            path,
+            _registration,
+        })
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for SharedDir {
+    fn drop(&mut self) {
+        // Fails when the guests left something: it is theirs to keep.
+        let _ = std::fs::remove_dir(&self.path);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_shared_dir_is_new_and_private_and_kept_only_with_contents() {
+        let cache = tempfile::tempdir().unwrap();
+        let stale = cache.path().join("shared/run-99999999-1");
+        std::fs::create_dir_all(&stale).unwrap();
+        std::fs::write(stale.join("old"), "x").unwrap();
+
+        let (first, second) = (
+            SharedDir::create(cache.path()).unwrap(),
+            SharedDir::create(cache.path()).unwrap(),
+        );
+        assert!(!stale.exists(), "a dead run's directory is removed");
+        assert_ne!(first.path(), second.path());
+        assert_eq!(std::fs::read_dir(first.path()).unwrap().count(), 0);
+
+        std::fs::write(second.path().join("result"), "kept").unwrap();
+        let (empty, full) = (first.path().to_path_buf(), second.path().to_path_buf());
+        drop((first, second));
+        assert!(!empty.exists());
+        assert_eq!(std::fs::read_to_string(full.join("result")).unwrap(), "kept");
+    }
+}

@@ -1,0 +1,219 @@
+//! Run-wide settings, read once from `VMTEST_*` variables. A value that
+//! cannot be understood is an error naming the variable, the value and what
+//! is accepted, never a panic or a silent default.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::accel::{self, Choice};
+
+/// How long a VM may take to boot before it counts as hung.
+const DEFAULT_BOOT_TIMEOUT: Duration = Duration::from_secs(90);
+/// The longest boot timeout accepted: a day.
+const MAX_BOOT_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
+
+/// What every VM of a run shares.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// `VMTEST_QEMU`.
+    pub qemu_binary: PathBuf,
+    /// `VMTEST_ACCEL`, or the probe's choice.
+    pub accel: Choice,
+    /// `VMTEST_BOOT_TIMEOUT`.
+    pub boot_timeout: Duration,
+    /// `VMTEST_CACHE_DIR`: extracted kernels, initramfs images, shared
+    /// directories.
+    pub cache_dir: PathBuf,
+    /// `VMTEST_BOOT_IMAGE_AS_IS`: boot the kernel image as given, not its
+    /// extracted vmlinux.
+    pub boot_image_as_is: bool,
+    /// `VMTEST_VERBOSE`: the guest init logs its steps, reporters show timings.
+    pub verbose: bool,
+    /// `VMTEST_ALLOWED_SPLATS`: a regular expression for kernel splats that
+    /// fail no job in this run.
+    pub allowed_splats: Option<String>,
+}
+
+/// A setting that makes every VM impossible.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SettingsError {
+    #[error("{var}={value:?} is not understood: {expected}")]
+    Invalid {
+        var: &'static str,
+        value: String,
+        expected: &'static str,
+    },
+    #[error("cannot create {path}")]
+    Directory {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl Settings {
+    /// Reads the settings from the environment.
+    pub fn from_env() -> Result<Settings, SettingsError> {
+        Settings::from_vars(|var| std::env::var(var).ok())
+    }
+
+    /// Reads the settings from `var` (tests pass their own variables).
+    pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Settings, SettingsError> {
+        let accel = match var("VMTEST_ACCEL").as_deref() {
+            None | Some("") => accel::probe_host(),
+            Some("kvm") => accel::forced(accel::Accel::Kvm),
+            Some("tcg") => accel::forced(accel::Accel::Tcg),
+            Some(other) => return Err(invalid("VMTEST_ACCEL", other, "use \"kvm\" or \"tcg\"")),
+        };
+        let boot_timeout = match var("VMTEST_BOOT_TIMEOUT") {
+            None => DEFAULT_BOOT_TIMEOUT,
+            Some(value) => seconds(&value).ok_or_else(|| {
+                invalid(
+                    "VMTEST_BOOT_TIMEOUT",
+                    &value,
+                    "give a number of seconds greater than 0 and at most 86400",
+                )
+            })?,
+        };
+        let cache_dir = match var("VMTEST_CACHE_DIR").filter(|dir| !dir.is_empty()) {
+            Some(dir) => PathBuf::from(dir),
+            None => default_cache_dir(),
+        };
+        std::fs::create_dir_all(&cache_dir).map_err(|source| SettingsError::Directory {
+            path: cache_dir.clone(),
+            source,
+        })?;
+        // Canonical: shared directories under it appear at the same path in the guest.
+        let cache_dir = cache_dir.canonicalize().unwrap_or(cache_dir);
+        Ok(Settings {
+            qemu_binary: var("VMTEST_QEMU")
+                .filter(|binary| !binary.is_empty())
+                .unwrap_or_else(|| "qemu-system-x86_64".into())
+                .into(),
+            accel,
+            boot_timeout,
+            cache_dir,
+            boot_image_as_is: flag(&var, "VMTEST_BOOT_IMAGE_AS_IS")?,
+            verbose: flag(&var, "VMTEST_VERBOSE")?,
+            allowed_splats: var("VMTEST_ALLOWED_SPLATS").filter(|pattern| !pattern.is_empty()),
+        })
+    }
+}
+
+fn invalid(var: &'static str, value: &str, expected: &'static str) -> SettingsError {
+    SettingsError::Invalid {
+        var,
+        value: value.to_string(),
+        expected,
+    }
+}
+
+/// A boolean variable: unset or empty is false.
+fn flag(var: &impl Fn(&str) -> Option<String>, name: &'static str) -> Result<bool, SettingsError> {
+    match var(name).as_deref() {
+        None | Some("" | "0" | "false" | "no" | "off") => Ok(false),
+        Some("1" | "true" | "yes" | "on") => Ok(true),
+        Some(other) => Err(invalid(name, other, "use 1 or 0")),
+    }
+}
+
+/// A positive, finite number of seconds, at most [`MAX_BOOT_TIMEOUT`].
+fn seconds(value: &str) -> Option<Duration> {
+    let seconds: f64 = value.trim().parse().ok()?;
+    Duration::try_from_secs_f64(seconds)
+        .ok()
+        .filter(|duration| !duration.is_zero() && *duration <= MAX_BOOT_TIMEOUT)
+}
+
+/// `vmtest/` in the cargo target directory holding this binary, else a
+/// directory under the system's temporary one.
+fn default_cache_dir() -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| target_dir(&exe))
+        .map(|target| target.join("vmtest"))
+        .unwrap_or_else(|| {
+            // SAFETY: getuid cannot fail.
+            let uid = unsafe { libc::getuid() };
+            std::env::temp_dir().join(format!("vmtest-cache-{uid}"))
+        })
+}
+
+/// The nearest ancestor that cargo marked as its target directory.
+fn target_dir(exe: &Path) -> Option<PathBuf> {
+    exe.ancestors()
+        .skip(1)
+        .find(|dir| dir.join("CACHEDIR.TAG").is_file())
+        .map(Path::to_path_buf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(vars: &[(&str, &str)]) -> Result<Settings, SettingsError> {
+        let cache = tempfile::tempdir().unwrap();
+        let cache_dir = cache.path().to_str().unwrap().to_string();
+        Settings::from_vars(|name| {
+            if name == "VMTEST_CACHE_DIR" {
+                return Some(cache_dir.clone());
+            }
+            vars.iter()
+                .find(|(var, _)| *var == name)
+                .map(|(_, value)| value.to_string())
+        })
+    }
+
+    #[test]
+    fn defaults_need_no_variables() {
+        let settings = settings(&[]).unwrap();
+        assert_eq!(settings.boot_timeout, DEFAULT_BOOT_TIMEOUT);
+        assert_eq!(settings.qemu_binary, PathBuf::from("qemu-system-x86_64"));
+        assert!(!settings.verbose && !settings.boot_image_as_is);
+    }
+
+    #[test]
+    fn bad_values_are_errors_that_name_the_variable() {
+        for (var, value) in [
+            ("VMTEST_BOOT_TIMEOUT", "inf"),
+            ("VMTEST_BOOT_TIMEOUT", "NaN"),
+            ("VMTEST_BOOT_TIMEOUT", "-1"),
+            ("VMTEST_BOOT_TIMEOUT", "0"),
+            ("VMTEST_BOOT_TIMEOUT", "1e300"),
+            ("VMTEST_BOOT_TIMEOUT", "ten"),
+            ("VMTEST_ACCEL", "hvf"),
+            ("VMTEST_VERBOSE", "maybe"),
+            ("VMTEST_BOOT_IMAGE_AS_IS", "2"),
+        ] {
+            let error = settings(&[(var, value)]).unwrap_err().to_string();
+            assert!(error.starts_with(&format!("{var}={value:?} is not understood")), "{error}");
+        }
+    }
+
+    #[test]
+    fn good_values_are_taken() {
+        let settings = settings(&[
+            ("VMTEST_BOOT_TIMEOUT", "2.5"),
+            ("VMTEST_ACCEL", "tcg"),
+            ("VMTEST_VERBOSE", "1"),
+        ])
+        .unwrap();
+        assert_eq!(settings.boot_timeout, Duration::from_millis(2500));
+        assert_eq!(settings.accel.accel, accel::Accel::Tcg);
+        assert!(settings.verbose);
+    }
+
+    #[test]
+    fn the_target_dir_is_found_from_a_test_binary() {
+        let root = tempfile::tempdir().unwrap();
+        let deps = root.path().join("target/debug/deps");
+        std::fs::create_dir_all(&deps).unwrap();
+        std::fs::write(root.path().join("target/CACHEDIR.TAG"), "").unwrap();
+        assert_eq!(
+            target_dir(&deps.join("kernels-0123")),
+            Some(root.path().join("target"))
+        );
+        assert_eq!(target_dir(Path::new("/usr/bin/true")), None);
+    }
+}

@@ -1,0 +1,514 @@
+//! One VM's life: boot to a ready test server, run jobs in it, notice at
+//! once when it dies (QEMU exits, the connection drops, or the guest stops
+//! answering), shut it down.
+//!
+//! A reader thread per VM reads the control port: it files each message
+//! with [`link::Link`], sends the heartbeat ([`liveness`]), and declares the
+//! VM dead. Every waiting job wakes then: those that had started fail with
+//! the reason and the console, the others are handed back to be run on a
+//! fresh VM.
+
+mod details;
+mod link;
+mod liveness;
+
+pub use details::Details;
+
+use std::io::{self, BufRead, BufReader};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use crate::boot::BootMedia;
+use crate::contract::boot::SERVER_EXITED;
+use crate::contract::messages::{JobId, Request};
+use crate::error::SetupError;
+use crate::events::{Event, Reporter, VmId};
+use crate::outcome::{Finished, Outcome};
+use crate::qemu::command::{self, QemuConfig};
+use crate::qemu::monitor::Monitor;
+use crate::qemu::process::{QemuProcess, SpawnError};
+use crate::run_dir::VmDir;
+use crate::settings::Settings;
+use crate::shape::VmShape;
+use crate::splat::Allowed;
+use crate::contract::boot::Share;
+
+use self::link::{JobEnd, JobState, Link, Phase};
+use self::liveness::{Liveness, DEAD_AFTER};
+
+/// How long QEMU may take to exit after its guest went away.
+const EXIT_GRACE: Duration = Duration::from_secs(2);
+/// How long a killed job may take to be reported.
+const KILL_GRACE: Duration = Duration::from_secs(5);
+/// How often the reader thread wakes without messages, to keep the heartbeat.
+const TICK: Duration = Duration::from_millis(100);
+/// How long QEMU may take to quit when asked.
+const QUIT_GRACE: Duration = Duration::from_secs(3);
+
+/// Why a VM died.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DeathCause {
+    #[error("the guest kernel panicked")]
+    KernelPanic,
+    #[error("the test server in the guest exited ({how})")]
+    ServerExited { how: String },
+    #[error("the VM stopped: QEMU exited ({status})")]
+    QemuExited { status: String },
+    #[error(
+        "the guest stopped answering for {silent:.1?} (a hung kernel, or a job that keeps the \
+         test server from running)"
+    )]
+    Unresponsive { silent: Duration },
+    #[error("lost the control connection to the guest: {0}")]
+    Connection(#[source] io::Error),
+}
+
+/// A VM's death: why, and what its console showed.
+#[derive(Debug, thiserror::Error)]
+#[error("{cause}{details}")]
+pub struct VmDeath {
+    pub cause: DeathCause,
+    pub details: Details,
+}
+
+/// Why a VM did not come up.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BootError {
+    #[error("cannot create the VM's directory")]
+    Workdir(#[source] io::Error),
+    #[error(transparent)]
+    Spawn(#[from] SpawnError),
+    #[error("cannot connect to QEMU's control socket")]
+    Connect(#[source] io::Error),
+    #[error("the VM died while booting: {0}")]
+    Died(Arc<VmDeath>),
+    #[error("the guest init failed: {message}{details}")]
+    Init { message: String, details: Details },
+    /// The guest never got ready: worth one more try (a boot in about twenty
+    /// has been seen to hang under TCG).
+    #[error("the guest was not ready within {timeout:?} of QEMU starting{details}")]
+    Hung { timeout: Duration, details: Details },
+}
+
+/// Everything one boot needs.
+pub(crate) struct BootSpec<'a> {
+    pub settings: &'a Settings,
+    pub media: &'a BootMedia,
+    pub shape: &'a Arc<VmShape>,
+    pub cmdline: &'a str,
+    pub shares: &'a [Share],
+    /// The init's boot parameters, encoded, with their newline.
+    pub boot_line: &'a [u8],
+}
+
+/// A VM with a ready test server.
+pub(crate) struct Vm {
+    shared: Arc<Shared>,
+    monitor: Mutex<Option<Monitor>>,
+    capacity: usize,
+    _dir: VmDir,
+}
+
+/// What the VM and its reader thread share.
+struct Shared {
+    vm: VmId,
+    shape: Arc<VmShape>,
+    link: Link,
+    qemu: Mutex<QemuProcess>,
+    console_log: PathBuf,
+    reporter: Arc<dyn Reporter>,
+}
+
+/// A job slot in a VM, given back when dropped.
+pub(crate) struct Reservation {
+    vm: Arc<Vm>,
+}
+
+/// What became of a job sent to a VM.
+pub(crate) enum Attempt {
+    Finished(Finished),
+    /// The VM died before the job's process existed: run it elsewhere.
+    NotStarted,
+}
+
+impl Vm {
+    /// Starts QEMU and waits until the guest's test server is ready.
+    pub(crate) fn boot(
+        id: VmId,
+        dir: VmDir,
+        spec: &BootSpec,
+        reporter: Arc<dyn Reporter>,
+    ) -> Result<Vm, BootError> {
+        let started = Instant::now();
+        let deadline = started + spec.settings.boot_timeout;
+        let paths = Paths::new(dir.path());
+        let args = command::arguments(&QemuConfig {
+            kernel: &spec.media.kernel,
+            initramfs: &spec.media.initramfs,
+            kernel_cmdline: spec.cmdline,
+            memory_mib: spec.shape.memory_mib,
+            cpus: spec.shape.cpus,
+            accel: spec.settings.accel.accel,
+            console_log: &paths.console,
+            control_socket: &paths.control,
+            monitor_socket: &paths.monitor,
+            shares: spec.shares,
+        });
+        let mut qemu = QemuProcess::spawn(&spec.settings.qemu_binary, args, &paths.qemu_log)?;
+        let stream = connect(&paths.control, &mut qemu, deadline).map_err(BootError::Connect)?;
+        let reader = stream.try_clone().map_err(BootError::Connect)?;
+        let shared = Arc::new(Shared {
+            vm: id,
+            shape: Arc::clone(spec.shape),
+            link: Link::new(id, stream),
+            qemu: Mutex::new(qemu),
+            console_log: paths.console,
+            reporter,
+        });
+        let reading = Arc::clone(&shared);
+        std::thread::Builder::new()
+            .name(format!("vmtest-vm-{id}"))
+            .spawn(move || reading.read(reader))
+            .map_err(BootError::Connect)?;
+        if let Err(error) = shared.handshake(spec.boot_line, deadline, spec.settings.boot_timeout)
+        {
+            shared.qemu().kill();
+            return Err(error);
+        }
+        // QMP is only used to quit; without it, shutdown kills QEMU instead.
+        let monitor = Monitor::connect(&paths.monitor).ok();
+        Ok(Vm {
+            capacity: spec.shape.job_capacity(),
+            shared,
+            monitor: Mutex::new(monitor),
+            _dir: dir,
+        })
+    }
+
+    /// A job slot, waiting while the VM is full; `None` if it died.
+    pub(crate) fn reserve(vm: &Arc<Vm>) -> Option<Reservation> {
+        let capacity = vm.capacity;
+        let mut state = vm.shared.link.wait_until(None, |state| {
+            state.death.is_some() || state.reserved < capacity
+        });
+        if state.death.is_some() {
+            return None;
+        }
+        state.reserved += 1;
+        Some(Reservation {
+            vm: Arc::clone(vm),
+        })
+    }
+
+    pub(crate) fn alive(&self) -> bool {
+        self.shared.link.state().death.is_none()
+    }
+
+    /// Asks QEMU to quit, then makes sure it is gone.
+    pub(crate) fn shutdown(&self) {
+        self.shared.link.update(|state| state.phase = Phase::Stopping);
+        let monitor = self
+            .monitor
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take();
+        if let Some(mut monitor) = monitor {
+            // The guest's root is read-only and its shares are written
+            // through: nothing is lost by not shutting the guest down first.
+            if monitor.quit().is_ok() {
+                self.shared.qemu().wait_for_exit(QUIT_GRACE);
+            }
+        }
+        self.shared.qemu().kill();
+    }
+}
+
+impl Drop for Vm {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+impl Reservation {
+    /// Runs one job: sends `request` (whose id is `id`), streams its output
+    /// as events, and waits for its end, killing it after `timeout`.
+    pub(crate) fn run(
+        &self,
+        id: JobId,
+        name: Arc<str>,
+        request: &Request,
+        timeout: Option<Duration>,
+        allowed: &Allowed,
+    ) -> Attempt {
+        let started = Instant::now();
+        let link = &self.vm.shared.link;
+        link.update(|state| {
+            state.jobs.insert(
+                id,
+                JobState {
+                    name,
+                    started: false,
+                    output: Default::default(),
+                    end: None,
+                },
+            )
+        });
+        // A failed send means the VM is going away: the reader will say why.
+        let _ = link.send(request);
+        let over = |state: &link::State| {
+            state.death.is_some() || state.jobs.get(&id).is_some_and(|job| job.end.is_some())
+        };
+        let mut state = link.wait_until(timeout.map(|timeout| started + timeout), over);
+        let timed_out = !over(&state);
+        if timed_out {
+            drop(state);
+            let _ = link.send(&Request::Kill { id });
+            state = link.wait_until(Some(Instant::now() + KILL_GRACE), over);
+        }
+        let job = state.jobs.remove(&id).expect("the job was registered above");
+        let death = state.death.clone();
+        drop(state);
+        let (outcome, splats) = match (job.end, death) {
+            (None, Some(_)) if !job.started => return Attempt::NotStarted,
+            (None, Some(death)) => (Outcome::VmDied(death), Vec::new()),
+            (Some(JobEnd::Refused(message)), _) => (
+                Outcome::SetupFailed(Arc::new(SetupError::Refused(message))),
+                Vec::new(),
+            ),
+            (Some(JobEnd::Done { .. }), _) | (None, None) if timed_out => (
+                Outcome::TimedOut {
+                    after: timeout.unwrap_or_default(),
+                },
+                Vec::new(),
+            ),
+            (Some(JobEnd::Done {
+                status,
+                verdict,
+                splats,
+            }), _) => (Outcome::of(status, verdict), allowed.filter(splats)),
+            (None, None) => unreachable!("a job without an end or a death has timed out"),
+        };
+        Attempt::Finished(Finished {
+            outcome,
+            splats,
+            output: job.output,
+            duration: started.elapsed(),
+        })
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        self.vm.shared.link.update(|state| state.reserved -= 1);
+    }
+}
+
+impl Shared {
+    fn qemu(&self) -> MutexGuard<'_, QemuProcess> {
+        self.qemu.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Waits for the init, sends it its parameters, waits for the server.
+    fn handshake(&self, boot_line: &[u8], deadline: Instant, timeout: Duration) -> Result<(), BootError> {
+        let spoke = |state: &link::State| state.phase != Phase::Starting || state.death.is_some();
+        let state = self.link.wait_until(Some(deadline), spoke);
+        let phase = state.phase.clone();
+        drop(state);
+        if phase == Phase::InitReady {
+            self.link.update(|state| state.phase = Phase::Booting);
+            // A failed send means QEMU is gone: the reader says why.
+            let _ = self.link.write(boot_line);
+        }
+        let ready = |state: &link::State| {
+            matches!(state.phase, Phase::Ready | Phase::InitFailed(_)) || state.death.is_some()
+        };
+        let state = self.link.wait_until(Some(deadline), ready);
+        if let Some(death) = &state.death {
+            return Err(BootError::Died(Arc::clone(death)));
+        }
+        match state.phase.clone() {
+            Phase::Ready => Ok(()),
+            Phase::InitFailed(message) => {
+                drop(state);
+                Err(BootError::Init {
+                    message,
+                    details: self.details(),
+                })
+            }
+            _ => {
+                drop(state);
+                Err(BootError::Hung {
+                    timeout,
+                    details: self.details(),
+                })
+            }
+        }
+    }
+
+    fn details(&self) -> Details {
+        let qemu_said = self.qemu().stderr();
+        Details::collect(qemu_said, &self.console_log)
+    }
+
+    /// The reader thread: every line from the guest, and the heartbeat.
+    fn read(&self, stream: UnixStream) {
+        if let Err(error) = stream.set_read_timeout(Some(TICK)) {
+            return self.die(DeathCause::Connection(error));
+        }
+        let pid = self.qemu().id();
+        let mut reader = BufReader::with_capacity(1 << 16, stream);
+        let mut line = Vec::new();
+        let mut liveness = Liveness::new(pid);
+        let mut checked = Instant::now();
+        loop {
+            match reader.read_until(b'\n', &mut line) {
+                Ok(0) => {
+                    let closed = io::Error::new(io::ErrorKind::UnexpectedEof, "QEMU closed it");
+                    return self.die(DeathCause::Connection(closed));
+                }
+                Ok(_) if line.last() == Some(&b'\n') => {
+                    liveness.heard();
+                    let events = self.link.receive(&line);
+                    line.clear();
+                    for event in &events {
+                        self.reporter.report(event);
+                    }
+                }
+                // Half a line before the end: the next read says so.
+                Ok(_) => {}
+                Err(error)
+                    if matches!(
+                        error.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
+                    ) => {}
+                Err(error) => return self.die(DeathCause::Connection(error)),
+            }
+            if self.link.state().phase != Phase::Ready {
+                continue;
+            }
+            if liveness.ping_due() {
+                if let Err(error) = self.link.send(&Request::Ping { seq: 0 }) {
+                    return self.die(DeathCause::Connection(error));
+                }
+            }
+            if checked.elapsed() >= TICK {
+                checked = Instant::now();
+                let silent = liveness.silence();
+                if silent >= DEAD_AFTER {
+                    return self.die(DeathCause::Unresponsive { silent });
+                }
+            }
+        }
+    }
+
+    /// Records the VM's death (the first reason wins), stops QEMU, and wakes
+    /// every waiter.
+    fn die(&self, cause: DeathCause) {
+        let phase = self.link.state().phase.clone();
+        if phase == Phase::Stopping || self.link.state().death.is_some() {
+            return;
+        }
+        let status = {
+            let mut qemu = self.qemu();
+            // A closed connection means QEMU is exiting: give it a moment, so
+            // that the cause names the exit.
+            let grace = match cause {
+                DeathCause::Connection(_) => EXIT_GRACE,
+                _ => Duration::ZERO,
+            };
+            let status = qemu.wait_for_exit(grace);
+            // A hung guest would burn a CPU for nothing.
+            qemu.kill();
+            status
+        };
+        let details = self.details();
+        let cause = match status {
+            Some(_) if details.console.contains("Kernel panic - not syncing") => DeathCause::KernelPanic,
+            Some(status) => match server_exit(&details.console) {
+                Some(how) => DeathCause::ServerExited { how },
+                None => DeathCause::QemuExited {
+                    status: status.to_string(),
+                },
+            },
+            None => cause,
+        };
+        let death = Arc::new(VmDeath { cause, details });
+        let was_ready = self.link.update(|state| {
+            state.death = Some(Arc::clone(&death));
+            state.phase == Phase::Ready
+        });
+        if was_ready {
+            self.reporter.report(&Event::VmDied {
+                vm: self.vm,
+                shape: Arc::clone(&self.shape),
+                death,
+            });
+        }
+    }
+}
+
+/// How the test server exited, as the init logged it on the console.
+fn server_exit(console: &str) -> Option<String> {
+    let line = console.lines().find(|line| line.contains(SERVER_EXITED))?;
+    let after = &line[line.find(SERVER_EXITED)? + SERVER_EXITED.len()..];
+    let after = after.trim();
+    let inner = after.strip_prefix('(').and_then(|rest| rest.strip_suffix(')'));
+    Some(inner.unwrap_or(after).to_string())
+}
+
+/// The files of one VM.
+struct Paths {
+    console: PathBuf,
+    control: PathBuf,
+    monitor: PathBuf,
+    qemu_log: PathBuf,
+}
+
+impl Paths {
+    fn new(dir: &Path) -> Paths {
+        Paths {
+            console: dir.join("console.log"),
+            control: dir.join("control.sock"),
+            monitor: dir.join("qmp.sock"),
+            qemu_log: dir.join("qemu.log"),
+        }
+    }
+}
+
+/// Connects to QEMU's end of the control port, which QEMU creates as it
+/// starts; fails at once if QEMU exits first.
+fn connect(socket: &Path, qemu: &mut QemuProcess, deadline: Instant) -> io::Result<UnixStream> {
+    loop {
+        match UnixStream::connect(socket) {
+            Ok(stream) => return Ok(stream),
+            Err(error) => {
+                if let Some(status) = qemu.exit_status() {
+                    let said = qemu.stderr();
+                    return Err(io::Error::other(format!("QEMU exited ({status}): {said}")));
+                }
+                if Instant::now() >= deadline {
+                    return Err(error);
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_server_exit_is_read_from_the_console() {
+        let console = "[    2.1] vmtest-init: started /t/bin\n\
+                       [    3.5] vmtest-init: the test server exited (signal: 9 (SIGKILL))\n\
+                       [    3.6] vmtest-init: powering off";
+        assert_eq!(server_exit(console).as_deref(), Some("signal: 9 (SIGKILL)"));
+        assert_eq!(server_exit("nothing here"), None);
+    }
+}
