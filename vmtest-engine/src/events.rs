@@ -33,7 +33,7 @@ pub enum Event {
         shape: Arc<VmShape>,
         boot_time: Duration,
     },
-    /// A boot hung and is tried once more.
+    /// A boot hung or died and is tried once more.
     VmRetrying {
         vm: VmId,
         shape: Arc<VmShape>,

@@ -165,7 +165,9 @@ impl Pool {
         }
     }
 
-    /// Boots a VM of `shape`, once more if the first boot hangs.
+    /// Boots a VM of `shape`, once more if the first boot hangs or dies:
+    /// under emulation on a loaded host, a boot in a few dozen goes wrong
+    /// for reasons of timing alone.
     fn boot(&self, shape: &Arc<VmShape>) -> Result<Vm, SetupError> {
         let context = &self.context;
         let settings = &context.settings;
@@ -187,7 +189,9 @@ impl Pool {
             shape: Arc::clone(shape),
             source,
         };
-        for attempt in 1..=2 {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
             let vm = self.next_vm.fetch_add(1, Ordering::Relaxed);
             context.reporter.report(&Event::VmBooting {
                 vm,
@@ -204,7 +208,7 @@ impl Pool {
                     self.ready(vm, shape, started);
                     return Ok(booted);
                 }
-                Err(error @ BootError::Hung { .. }) if attempt == 1 => {
+                Err(error @ (BootError::Hung { .. } | BootError::Died(_))) if attempt == 1 => {
                     context.reporter.report(&Event::VmRetrying {
                         vm,
                         shape: Arc::clone(shape),
@@ -214,7 +218,6 @@ impl Pool {
                 Err(error) => return Err(boot_error(error)),
             }
         }
-        unreachable!("the second attempt returns")
     }
 
     fn ready(&self, vm: VmId, shape: &Arc<VmShape>, started: Instant) {

@@ -26,7 +26,7 @@ impl Reporter for LibtestReporter {
             }
             Event::VmRetrying { shape, reason, .. } => {
                 let reason = reason.lines().next().unwrap_or_default();
-                eprintln!("vmtest: {shape} did not come up in time ({reason}); trying once more");
+                eprintln!("vmtest: {shape} did not come up ({reason}); trying once more");
             }
             Event::VmDied { shape, death, .. } => eprintln!(
                 "vmtest: the VM for {shape} died: {}; its running tests fail, the next ones get a \

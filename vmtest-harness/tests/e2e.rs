@@ -2,197 +2,37 @@
 //! (`fixture/`), run its tests on real kernels in real QEMU, and check what
 //! libtest prints, what the guest saw, and that nothing is left behind.
 //!
-//! Needs the kernels `scripts/setup.sh` fetches (or `VMTEST_KERNELS_DIR`).
+//! Needs the kernels `scripts/setup.sh --builtin-kernel` sets up (or
+//! `VMTEST_KERNELS_DIR`).
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::sync::OnceLock;
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
+use common::*;
 
-fn kernels_dir() -> PathBuf {
-    std::env::var_os("VMTEST_KERNELS_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo_root().join("kernels"))
-}
-
-/// A Debian kernel set up by scripts/setup.sh, and its release string.
-fn kernel(series: &str) -> (PathBuf, String) {
-    let image = kernels_dir().join(format!("vmlinuz-{series}"));
-    let resolved = image.canonicalize().unwrap_or_else(|_| {
-        panic!(
-            "{} is missing: run scripts/setup.sh (or set VMTEST_KERNELS_DIR)",
-            image.display()
-        )
-    });
-    let release = resolved
-        .file_name()
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .trim_start_matches("vmlinuz-")
-        .to_string();
-    (image, release)
-}
-
-/// The kernel with 9p and virtio built in (`scripts/setup.sh
-/// --builtin-kernel`), and its release string.
-fn builtin_kernel() -> (PathBuf, String) {
-    let dir = kernels_dir().join("builtin-6.1");
-    let release = std::fs::read_to_string(dir.join("release")).unwrap_or_else(|_| {
-        panic!(
-            "{} is missing: run scripts/setup.sh --builtin-kernel",
-            dir.display()
-        )
-    });
-    (dir.join("bzImage"), release.trim().to_string())
-}
-
-/// The fixture's test binary, built once per run of this file.
-fn fixture_binary() -> &'static Path {
-    static BINARY: OnceLock<PathBuf> = OnceLock::new();
-    BINARY.get_or_init(|| {
-        let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixture/Cargo.toml");
-        // Its own target directory: the outer cargo holds the lock on ours.
-        let target = Path::new(env!("CARGO_TARGET_TMPDIR")).join("fixture-target");
-        let output = Command::new(env!("CARGO"))
-            .args([
-                "test",
-                "--no-run",
-                "--message-format=json",
-                "--manifest-path",
-            ])
-            .arg(&manifest)
-            .arg("--target-dir")
-            .arg(&target)
-            .stderr(Stdio::inherit())
-            .output()
-            .expect("cargo runs");
-        assert!(output.status.success(), "building the fixture failed");
-        let stdout = String::from_utf8(output.stdout).unwrap();
-        stdout
-            .lines()
-            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-            .filter(|message| message["target"]["name"] == "kernels")
-            .find_map(|message| message["executable"].as_str().map(PathBuf::from))
-            .expect("cargo reports the fixture's test executable")
-    })
-}
-
-/// One run of the fixture, with a private temporary directory so we can see
-/// whether anything was left in it.
-struct Run {
-    output: Output,
-    stdout: String,
-    tmp: tempfile::TempDir,
-    elapsed: Duration,
-}
-
-/// The fixture with `args`, the kernels, and `tmp` as its temporary directory.
-fn fixture_command(args: &[&str], tmp: &Path) -> Command {
-    let mut command = Command::new(fixture_binary());
-    command
-        .args(args)
-        .env("TMPDIR", tmp)
-        .env("FIXTURE_KERNEL_6_1", kernel("6.1").0)
-        .env("FIXTURE_KERNEL_6_12", kernel("6.12").0)
-        .env("FIXTURE_KERNEL_BUILTIN", builtin_kernel().0)
-        .env_remove("VMTEST_KERNEL")
-        .stdin(Stdio::null());
-    command
-}
-
-fn fixture(args: &[&str], configure: impl FnOnce(&mut Command)) -> Run {
-    let tmp = tempfile::tempdir().unwrap();
-    let mut command = fixture_command(args, tmp.path());
-    configure(&mut command);
-    let started = Instant::now();
-    let output = command.output().unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    eprintln!(
-        "fixture {args:?} took {:.1?}\n--- stdout\n{stdout}\n--- stderr\n{}",
-        started.elapsed(),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    Run {
-        elapsed: started.elapsed(),
-        output,
-        stdout,
-        tmp,
-    }
-}
-
-impl Run {
-    fn result_of(&self, test: &str) -> &str {
-        // `test NAME<padding> ... RESULT`
-        self.stdout
-            .lines()
-            .filter_map(|line| line.strip_prefix("test ")?.split_once(" ... "))
-            .find(|(name, _)| name.trim_end() == test)
-            .map(|(_, result)| result)
-            .unwrap_or_else(|| panic!("no result line for {test}"))
-    }
-
-    /// The failure section libtest prints for `test`.
-    fn failure_of(&self, test: &str) -> &str {
-        let header = format!("---- {test} ----\n");
-        let start = self
-            .stdout
-            .find(&header)
-            .unwrap_or_else(|| panic!("no failure section for {test}"))
-            + header.len();
-        let rest = &self.stdout[start..];
-        let end = rest
-            .find("\n---- ")
-            .or_else(|| rest.find("\nfailures:"))
-            .unwrap_or(rest.len());
-        &rest[..end]
-    }
-
-    fn assert_nothing_left_behind(&self) {
-        assert_nothing_left_in(self.tmp.path());
-    }
-}
-
-/// Nothing of a run may outlive it: no VM directory in its `TMPDIR`, no
-/// process using one.
-fn assert_nothing_left_in(tmp: &Path) {
-    let leftovers: Vec<_> = std::fs::read_dir(tmp).unwrap().collect();
-    assert!(leftovers.is_empty(), "left in TMPDIR: {leftovers:?}");
-    let processes = Command::new("pgrep")
-        .args(["-af", tmp.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(
-        processes.stdout.is_empty(),
-        "processes still running: {}",
-        String::from_utf8_lossy(&processes.stdout)
-    );
-}
+/// Every test of the fixture, `--list` counts them.
+const ALL_TESTS: usize = 44;
 
 #[test]
-fn a_full_run_reports_every_outcome_on_both_kernels() {
+fn a_full_run_reports_every_outcome() {
     let nonce = format!("{}-{}", std::process::id(), line!());
-    // Not under /tmp, which the guest covers with its own tmpfs.
+    // Not under /tmp, to keep this run about outcomes (see faults.rs for /tmp).
     let cwd = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-    let run = fixture(&["--nocapture"], |command| {
+    // Its own cache, whose shared directory no other run cleans up.
+    let cache = tempfile::tempdir().unwrap();
+    let run = fixture(&[], |command| {
         command
+            .env("VMTEST_CACHE_DIR", cache.path())
             .env("FIXTURE_MARKER", "from the host")
             .env("FIXTURE_EXPECTED_CWD", cwd.path())
             .env("FIXTURE_NONCE", &nonce)
             .current_dir(cwd.path());
     });
-    assert_eq!(
-        run.output.status.code(),
-        Some(101),
-        "a failing test makes exit 101"
-    );
+    assert_eq!(run.code(), Some(101), "a failing test makes exit 101");
 
     for passing in [
         "prints_uname[vmlinuz-6.1]",
@@ -208,9 +48,13 @@ fn a_full_run_reports_every_outcome_on_both_kernels() {
         "loopback_is_up[vmlinuz-6.12]",
         "loopback_is_up[bzImage]",
         "sees_the_host_environment_and_working_directory",
+        "guest_environment_is_clean",
         "writes_to_the_shared_directory",
+        "closes_stdout_and_passes",
+        "prints_slowly",
         "panics_as_expected",
         "gets_the_memory_and_cpus_it_asked_for",
+        "splat_allowed_by_the_test",
     ] {
         assert_eq!(run.result_of(passing), "ok", "{passing}");
     }
@@ -218,36 +62,40 @@ fn a_full_run_reports_every_outcome_on_both_kernels() {
         "fails_an_assertion",
         "returns_an_error",
         "is_killed_by_a_signal",
+        "segfaults",
+        "exits_before_reporting",
+        "prints_200000_lines_and_fails",
+        "prints_invalid_utf8_and_fails",
         "panics_with_the_wrong_message",
         "runs_past_its_timeout",
         "crashes_the_kernel",
         "kernel_never_reaches_userspace",
         "kernel_file_is_missing",
+        "kernel_payload_is_corrupt",
         "has_no_kernel",
+        "splat_fails_the_test",
     ] {
         assert_eq!(run.result_of(failing), "FAILED", "{failing}");
     }
     assert_eq!(run.result_of("ignored_test"), "ignored");
-    assert!(run
-        .stdout
-        .contains("test result: FAILED. 16 passed; 9 failed; 1 ignored"));
+    assert!(
+        run.stdout
+            .contains("test result: FAILED. 20 passed; 15 failed; 9 ignored"),
+        "{}",
+        run.stdout.lines().last().unwrap_or_default()
+    );
 
-    // The guest ran the kernel each test was annotated with.
-    for (label, release) in [
-        ("vmlinuz-6.1", kernel("6.1").1),
-        ("vmlinuz-6.12", kernel("6.12").1),
-        ("bzImage", builtin_kernel().1),
-    ] {
-        let shown =
-            format!("---- prints_uname[{label}] output ----\nguest kernel release: {release}\n");
-        assert!(run.stdout.contains(&shown), "expected {shown:?}");
-    }
     // What the guest wrote to the shared directory is on the host.
-    let shared = Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join("fixture-target/vmtest/shared")
-        .join(format!("fixture-{nonce}"));
+    let shared = cache.path().join("shared");
+    let written: Vec<_> = std::fs::read_dir(&shared)
+        .unwrap()
+        .flatten()
+        .map(|run| run.path().join(format!("fixture-{nonce}")))
+        .filter(|file| file.exists())
+        .collect();
+    assert_eq!(written.len(), 1, "{written:?}");
     assert_eq!(
-        std::fs::read_to_string(&shared).unwrap(),
+        std::fs::read_to_string(&written[0]).unwrap(),
         "written in the guest"
     );
 
@@ -260,7 +108,23 @@ fn a_full_run_reports_every_outcome_on_both_kernels() {
         .contains("Error: \"the error value\""));
     let aborted = run.failure_of("is_killed_by_a_signal");
     assert!(aborted.contains("about to abort"), "{aborted}");
-    assert!(aborted.contains("killed by signal 6"), "{aborted}");
+    assert!(aborted.contains("killed by signal 6 (SIGABRT)"), "{aborted}");
+    let segfault = run.failure_of("segfaults");
+    assert!(segfault.contains("about to dereference null"), "{segfault}");
+    assert!(segfault.contains("killed by signal 11 (SIGSEGV)"), "{segfault}");
+    let early = run.failure_of("exits_before_reporting");
+    assert!(early.contains("leaving early"), "{early}");
+    assert!(
+        early.contains("exited with code 0 in the guest before reporting a result"),
+        "{early}"
+    );
+    let lines = run.failure_of("prints_200000_lines_and_fails");
+    assert!(lines.starts_with("line 0\nline 1\n"), "{}", &lines[..100]);
+    assert!(lines.contains("bytes of output dropped here"));
+    assert!(lines.contains("line 199999\n"));
+    assert!(lines.contains("after 200000 lines"));
+    let bytes = run.failure_of("prints_invalid_utf8_and_fails");
+    assert!(bytes.contains("bytes: \u{fffd}\u{fffd}\u{fffd}( end"), "{bytes}");
     assert!(run
         .failure_of("panics_with_the_wrong_message")
         .contains("panic did not contain expected string"));
@@ -268,20 +132,26 @@ fn a_full_run_reports_every_outcome_on_both_kernels() {
     assert!(timeout.contains("going to sleep"), "{timeout}");
     assert!(timeout.contains("timed out after 3s"), "{timeout}");
     let crash = run.failure_of("crashes_the_kernel");
-    assert!(
-        crash.contains("the VM stopped while the test ran"),
-        "{crash}"
-    );
+    assert!(crash.contains("the guest kernel panicked"), "{crash}");
     assert!(crash.contains("sysrq: Trigger a crash"), "{crash}");
     let no_init = run.failure_of("kernel_never_reaches_userspace");
-    assert!(no_init.contains("QEMU exited"), "{no_init}");
+    assert!(no_init.contains("did not come up"), "{no_init}");
     assert!(no_init.contains("Kernel panic - not syncing"), "{no_init}");
     assert!(run
         .failure_of("kernel_file_is_missing")
         .contains("kernel image /nonexistent/vmlinuz does not exist"));
+    let corrupt = run.failure_of("kernel_payload_is_corrupt");
+    assert!(corrupt.contains("has a corrupt xz payload"), "{corrupt}");
     assert!(run
         .failure_of("has_no_kernel")
         .contains("set VMTEST_KERNEL"));
+    let splat = run.failure_of("splat_fails_the_test");
+    assert!(
+        splat.contains("the guest kernel logged a splat while the test ran"),
+        "{splat}"
+    );
+    assert!(splat.contains("WARNING: CPU: 0 PID:"), "{splat}");
+    assert!(splat.contains("lkdtm_WARNING"), "{splat}");
 
     // The timeout did not hold the others up: the whole run is far shorter
     // than the 600 s the timed-out test would have slept.
@@ -290,6 +160,33 @@ fn a_full_run_reports_every_outcome_on_both_kernels() {
         "took {:?}",
         run.elapsed
     );
+    run.assert_nothing_left_behind();
+    assert_no_cache_debris(cache.path());
+}
+
+#[test]
+fn each_test_runs_on_its_kernel() {
+    let run = fixture(&["prints_uname", "--nocapture"], |_| {});
+    assert!(run.output.status.success());
+    for (label, release) in [
+        ("vmlinuz-6.1", kernel("6.1").1),
+        ("vmlinuz-6.12", kernel("6.12").1),
+        ("bzImage", builtin_kernel().1),
+    ] {
+        assert_eq!(run.result_of(&format!("prints_uname[{label}]")), "ok");
+        let shown = format!("guest kernel release: {release}\n");
+        assert!(run.stdout.contains(&shown), "expected {shown:?}");
+    }
+    run.assert_nothing_left_behind();
+}
+
+#[test]
+fn a_corrupt_kernel_fails_at_once() {
+    let run = fixture(&["kernel_payload_is_corrupt", "--exact"], |_| {});
+    assert_eq!(run.code(), Some(101));
+    let failure = run.failure_of("kernel_payload_is_corrupt");
+    assert!(failure.contains("has a corrupt xz payload"), "{failure}");
+    assert!(run.elapsed < Duration::from_secs(5), "took {:?}", run.elapsed);
     run.assert_nothing_left_behind();
 }
 
@@ -307,7 +204,7 @@ fn list_boots_nothing() {
             .lines()
             .filter(|line| line.ends_with(": test"))
             .count(),
-        26
+        ALL_TESTS
     );
     assert!(
         run.elapsed < Duration::from_secs(5),
@@ -319,22 +216,24 @@ fn list_boots_nothing() {
 
 #[test]
 fn filters_select_tests_as_libtest_does() {
+    let filtered_out = |passed: usize| {
+        format!(
+            "{passed} passed; 0 failed; 0 ignored; 0 measured; {} filtered out",
+            ALL_TESTS - passed
+        )
+    };
     let run = fixture(&["prints_uname[vmlinuz-6.12]", "--exact"], |_| {});
     assert!(run.output.status.success());
     assert_eq!(run.result_of("prints_uname[vmlinuz-6.12]"), "ok");
-    assert!(run
-        .stdout
-        .contains("1 passed; 0 failed; 0 ignored; 0 measured; 25 filtered out"));
+    assert!(run.stdout.contains(&filtered_out(1)));
 
     let run = fixture(&["panics_", "--skip", "wrong"], |_| {});
     assert!(run.output.status.success());
     assert_eq!(run.result_of("panics_as_expected"), "ok");
-    assert!(run
-        .stdout
-        .contains("1 passed; 0 failed; 0 ignored; 0 measured; 25 filtered out"));
+    assert!(run.stdout.contains(&filtered_out(1)));
 
-    let run = fixture(&["--ignored"], |_| {});
-    assert_eq!(run.output.status.code(), Some(101));
+    let run = fixture(&["ignored_test", "--ignored"], |_| {});
+    assert_eq!(run.code(), Some(101));
     assert_eq!(run.result_of("ignored_test"), "FAILED");
     assert!(run
         .failure_of("ignored_test")
@@ -347,7 +246,7 @@ fn a_missing_qemu_is_explained() {
     let run = fixture(&["prints_uname[vmlinuz-6.1]", "--exact"], |command| {
         command.env("VMTEST_QEMU", "/nonexistent/qemu");
     });
-    assert_eq!(run.output.status.code(), Some(101));
+    assert_eq!(run.code(), Some(101));
     let failure = run.failure_of("prints_uname[vmlinuz-6.1]");
     assert!(
         failure.contains("/nonexistent/qemu was not found: install QEMU"),
@@ -357,21 +256,43 @@ fn a_missing_qemu_is_explained() {
 }
 
 #[test]
+fn bad_settings_fail_every_test_with_the_reason() {
+    for (var, value) in [
+        ("VMTEST_BOOT_TIMEOUT", "inf"),
+        ("VMTEST_ACCEL", "fast"),
+        ("VMTEST_VERBOSE", "very"),
+    ] {
+        let run = fixture(&["prints_uname[vmlinuz-6.1]", "--exact"], |command| {
+            command.env(var, value);
+        });
+        assert_eq!(run.code(), Some(101), "{var}");
+        let failure = run.failure_of("prints_uname[vmlinuz-6.1]");
+        assert!(
+            failure.contains(&format!("{var}={value:?} is not understood")),
+            "{failure}"
+        );
+        assert!(!run.stderr.contains("panicked"), "{}", run.stderr);
+        run.assert_nothing_left_behind();
+    }
+}
+
+#[test]
 fn a_guest_that_never_comes_up_fails_with_its_console() {
     // Too short for any boot here: the guest looks hung, is tried once
     // more, then reported.
     let run = fixture(&["prints_uname[vmlinuz-6.1]", "--exact"], |command| {
         command.env("VMTEST_BOOT_TIMEOUT", "0.5");
     });
-    assert_eq!(run.output.status.code(), Some(101));
-    let stderr = String::from_utf8_lossy(&run.output.stderr);
+    assert_eq!(run.code(), Some(101));
     assert!(
-        stderr.contains("did not come up in time; trying once more"),
-        "{stderr}"
+        run.stderr.contains("did not come up (the guest was not ready within 500ms"),
+        "{}",
+        run.stderr
     );
+    assert!(run.stderr.contains("trying once more"), "{}", run.stderr);
     let failure = run.failure_of("prints_uname[vmlinuz-6.1]");
     assert!(
-        failure.contains("the guest agent did not answer within 500ms of QEMU starting"),
+        failure.contains("the guest was not ready within 500ms of QEMU starting"),
         "{failure}"
     );
     // Its console, or word that it printed nothing yet.
@@ -380,22 +301,129 @@ fn a_guest_that_never_comes_up_fails_with_its_console() {
 }
 
 #[test]
-fn ctrl_c_ends_every_vm() {
+fn nocapture_shows_output_as_it_is_written() {
     let tmp = tempfile::tempdir().unwrap();
+    let mut child = fixture_command(&["prints_slowly", "--exact", "--nocapture"], tmp.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut first = None;
+    let mut second = None;
+    for line in BufReader::new(child.stdout.take().unwrap()).lines() {
+        let line = line.unwrap();
+        if line == "first line" {
+            first = Some(Instant::now());
+        } else if line == "second line" {
+            second = Some(Instant::now());
+        }
+    }
+    assert!(child.wait().unwrap().success());
+    let (first, second) = (first.expect("first line"), second.expect("second line"));
+    // The test sleeps 3 s between its lines.
+    assert!(
+        second - first > Duration::from_secs(2),
+        "the first line came {:?} before the second",
+        second - first
+    );
+    assert_nothing_left_in(tmp.path());
+}
+
+#[test]
+fn ctrl_c_ends_every_vm_and_leaves_no_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tempfile::tempdir().unwrap();
     let mut child = fixture_command(&["runs_past_its_timeout"], tmp.path())
+        .env("VMTEST_CACHE_DIR", cache.path())
         .stdout(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     // Wait until the VM exists, then interrupt the run mid-test.
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while std::fs::read_dir(tmp.path()).unwrap().next().is_none() {
-        assert!(Instant::now() < deadline, "no VM started");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for_a_vm(tmp.path());
     std::thread::sleep(Duration::from_secs(2));
     // SAFETY: plain syscall on our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-    let status = child.wait().unwrap();
-    assert_eq!(status.code(), Some(130));
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(output.status.code(), Some(130));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("interrupted; 1 VM(s) stopped"));
     assert_nothing_left_in(tmp.path());
+    assert_no_cache_debris(cache.path());
+}
+
+#[test]
+fn ctrl_c_while_the_kernel_is_extracted_leaves_no_partial_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let mut child = fixture_command(&["prints_uname[vmlinuz-6.1]", "--exact"], tmp.path())
+        .env("VMTEST_CACHE_DIR", cache.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Extracting Debian 6.1's vmlinux takes about a second: interrupt it.
+    std::thread::sleep(Duration::from_millis(300));
+    // SAFETY: plain syscall on our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    assert_eq!(child.wait().unwrap().code(), Some(130));
+    assert_nothing_left_in(tmp.path());
+    assert_no_cache_debris(cache.path());
+}
+
+#[test]
+fn what_a_killed_run_leaves_the_next_run_removes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let mut child = fixture_command(&["runs_past_its_timeout"], tmp.path())
+        .env("VMTEST_CACHE_DIR", cache.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for_a_vm(tmp.path());
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // QEMU dies with its parent (PR_SET_PDEATHSIG); its files stay.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let qemus = std::process::Command::new("pgrep")
+            .args(["-f", tmp.path().to_str().unwrap()])
+            .output()
+            .unwrap();
+        if qemus.stdout.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "QEMU outlived its killed parent");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(std::fs::read_dir(tmp.path()).unwrap().next().is_some());
+
+    let mut next = fixture_command(&["prints_uname[vmlinuz-6.12]", "--exact"], tmp.path())
+        .env("VMTEST_CACHE_DIR", cache.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(next.wait().unwrap().success());
+    assert_nothing_left_in(tmp.path());
+    assert_no_cache_debris(cache.path());
+    let shared_runs = std::fs::read_dir(cache.path().join("shared")).unwrap().count();
+    assert_eq!(shared_runs, 0, "the killed run's shared directory is gone");
+}
+
+/// Waits until a run has a VM directory in `tmp`.
+fn wait_for_a_vm(tmp: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let vms = std::fs::read_dir(tmp)
+            .unwrap()
+            .flatten()
+            .flat_map(|run| std::fs::read_dir(run.path()).into_iter().flatten())
+            .count();
+        if vms > 0 {
+            return;
+        }
+        assert!(Instant::now() < deadline, "no VM started");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
