@@ -18,7 +18,9 @@ const TEMP_SUFFIX: &str = ".tmp";
 
 /// A cache file could not be written.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot write cache file {path}: check free space and permissions, or set VMTEST_CACHE_DIR")]
+#[error(
+    "cannot write cache file {path}: check free space and permissions, or set VMTEST_CACHE_DIR"
+)]
 pub struct CacheError {
     pub path: PathBuf,
     #[source]
@@ -40,10 +42,15 @@ pub(crate) fn store(
     let temp = dir.join(cleanup::owned_name(TEMP_PREFIX, TEMP_SUFFIX));
     let _registration = cleanup::register(Resource::Path(temp.clone()));
     let written = (|| {
-        let file = OpenOptions::new().write(true).create_new(true).open(&temp)?;
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&temp)?;
         let mut writer = BufWriter::new(file);
         write(&mut writer)?;
-        let file = writer.into_inner().map_err(io::IntoInnerError::into_error)?;
+        let file = writer
+            .into_inner()
+            .map_err(io::IntoInnerError::into_error)?;
         // The entry is trusted from then on: on disk before it has its name.
         file.sync_all()?;
         // Readable by all, like a file written with the usual umask.
@@ -101,7 +108,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::thread::scope(|scope| {
             for _ in 0..8 {
-                scope.spawn(|| store(dir.path(), "same", |file| file.write_all(&[7; 100_000])).unwrap());
+                scope.spawn(|| {
+                    store(dir.path(), "same", |file| file.write_all(&[7; 100_000])).unwrap()
+                });
             }
         });
         assert_eq!(names(dir.path()), ["same"]);
@@ -111,7 +120,9 @@ mod tests {
     #[test]
     fn leftovers_of_dead_writers_are_removed() {
         let dir = tempfile::tempdir().unwrap();
-        let dead = dir.path().join(format!("{TEMP_PREFIX}99999999-1{TEMP_SUFFIX}"));
+        let dead = dir
+            .path()
+            .join(format!("{TEMP_PREFIX}99999999-1{TEMP_SUFFIX}"));
         fs::write(&dead, "partial").unwrap();
         fs::write(dir.path().join("entry"), "kept").unwrap();
         remove_stale(dir.path());

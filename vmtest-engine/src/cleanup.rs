@@ -68,7 +68,9 @@ impl Drop for Registration {
 }
 
 fn registry() -> MutexGuard<'static, Registry> {
-    REGISTRY.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    REGISTRY
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 fn install_handler() {
@@ -143,7 +145,10 @@ pub(crate) fn remove_stale(dir: &Path, prefix: &str, suffix: &str) {
         else {
             continue;
         };
-        let pid = rest.split('-').next().and_then(|pid| pid.parse::<i32>().ok());
+        let pid = rest
+            .split('-')
+            .next()
+            .and_then(|pid| pid.parse::<i32>().ok());
         if pid.is_some_and(|pid| !alive(pid)) {
             remove(&entry.path());
         }
@@ -153,7 +158,10 @@ pub(crate) fn remove_stale(dir: &Path, prefix: &str, suffix: &str) {
 /// Whether a process with this pid exists.
 fn alive(pid: i32) -> bool {
     // SAFETY: signal 0 only checks that the process exists.
-    unsafe { libc::kill(pid, 0) == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM) }
+    unsafe {
+        libc::kill(pid, 0) == 0
+            || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+    }
 }
 
 #[cfg(test)]

@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 
 use crate::cache;
 use crate::cleanup;
-use crate::contract::boot::{BootParams, ServerCommand, Share, GUEST_TMP, SERVER_VAR, SHARE_TAG_PREFIX};
+use crate::contract::boot::{
+    BootParams, ServerCommand, Share, GUEST_TMP, SERVER_VAR, SHARE_TAG_PREFIX,
+};
 use crate::contract::messages::{Bytes, JobId, Request, WindowSize};
 use crate::contract::SHARED_DIR_VAR;
 use crate::error::SetupError;
@@ -221,8 +223,13 @@ fn boot_params(server: GuestServer, shares: &[Share]) -> BootParams {
         .env
         .into_iter()
         .filter(|var| {
-            let key = var.as_bytes().split(|&byte| byte == b'=').next().unwrap_or_default();
-            ![SERVER_VAR, "TMPDIR", SHARED_DIR_VAR].contains(&OsStr::from_bytes(key).to_str().unwrap_or(""))
+            let key = var
+                .as_bytes()
+                .split(|&byte| byte == b'=')
+                .next()
+                .unwrap_or_default();
+            ![SERVER_VAR, "TMPDIR", SHARED_DIR_VAR]
+                .contains(&OsStr::from_bytes(key).to_str().unwrap_or(""))
         })
         .collect();
     env.push(format!("{SERVER_VAR}=1").into());
@@ -255,7 +262,11 @@ fn tmp_binds<'a>(paths: impl IntoIterator<Item = &'a Path>) -> Vec<PathBuf> {
     let mut binds: Vec<PathBuf> = Vec::new();
     for path in paths {
         let path = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
-        let Some(first) = path.strip_prefix(tmp).ok().and_then(|rest| rest.iter().next()) else {
+        let Some(first) = path
+            .strip_prefix(tmp)
+            .ok()
+            .and_then(|rest| rest.iter().next())
+        else {
             continue;
         };
         let bind = tmp.join(first);
@@ -310,7 +321,11 @@ mod tests {
         let server = GuestServer {
             program: "/tmp/c/target/debug/deps/kernels-1".into(),
             args: Vec::new(),
-            env: vec!["HOME=/root".into(), "TMPDIR=/tmp/host-only".into(), format!("{SERVER_VAR}=0").into()],
+            env: vec![
+                "HOME=/root".into(),
+                "TMPDIR=/tmp/host-only".into(),
+                format!("{SERVER_VAR}=0").into(),
+            ],
             cwd: "/home/u/c".into(),
         };
         let shares = [Share {
@@ -319,7 +334,12 @@ mod tests {
             writable: true,
         }];
         let params = boot_params(server, &shares);
-        let env: Vec<String> = params.server.env.iter().map(|var| var.to_string_lossy().into_owned()).collect();
+        let env: Vec<String> = params
+            .server
+            .env
+            .iter()
+            .map(|var| var.to_string_lossy().into_owned())
+            .collect();
         assert_eq!(
             env,
             [

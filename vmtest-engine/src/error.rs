@@ -23,7 +23,7 @@ pub enum SetupError {
     Prepare {
         kernel: PathBuf,
         #[source]
-        source: PrepareError,
+        source: Box<PrepareError>,
     },
     #[error("cannot start QEMU")]
     Spawn(#[from] SpawnError),

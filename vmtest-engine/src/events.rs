@@ -49,7 +49,11 @@ pub enum Event {
     /// VMs of this shape died too often: no more are booted in this run.
     GaveUp { shape: Arc<VmShape>, deaths: u32 },
     /// A job's process started in a VM.
-    JobStarted { job: JobId, name: Arc<str>, vm: VmId },
+    JobStarted {
+        job: JobId,
+        name: Arc<str>,
+        vm: VmId,
+    },
     /// A job wrote this, just now.
     Output {
         job: JobId,

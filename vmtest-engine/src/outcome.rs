@@ -41,7 +41,9 @@ impl Outcome {
     pub(crate) fn of(status: ExitStatus, verdict: Option<Verdict>) -> Outcome {
         match (verdict, status) {
             (Some(Verdict::Passed), ExitStatus::Exited(0)) => Outcome::Passed,
-            (Some(Verdict::Failed { message }), ExitStatus::Exited(_)) => Outcome::Failed { message },
+            (Some(Verdict::Failed { message }), ExitStatus::Exited(_)) => {
+                Outcome::Failed { message }
+            }
             (Some(Verdict::Panicked { message }), ExitStatus::Exited(_)) => {
                 Outcome::Panicked { message }
             }
@@ -208,7 +210,10 @@ mod tests {
         let text = captured.text();
         assert!(text.starts_with("line 0\nline 1\n"));
         assert!(text.ends_with("line 199998\nline 199999\n"));
-        assert!(text.contains(&format!("[vmtest: {} bytes of output dropped", captured.dropped())));
+        assert!(text.contains(&format!(
+            "[vmtest: {} bytes of output dropped",
+            captured.dropped()
+        )));
     }
 
     #[test]
@@ -222,7 +227,10 @@ mod tests {
     #[test]
     fn a_verdict_counts_only_with_a_normal_exit() {
         let passed = Some(Verdict::Passed);
-        assert!(matches!(Outcome::of(ExitStatus::Exited(0), passed.clone()), Outcome::Passed));
+        assert!(matches!(
+            Outcome::of(ExitStatus::Exited(0), passed.clone()),
+            Outcome::Passed
+        ));
         assert!(matches!(
             Outcome::of(ExitStatus::Signaled(11), passed),
             Outcome::Signaled { signal: 11 }
@@ -232,7 +240,12 @@ mod tests {
             Outcome::Exited { code: 0 }
         ));
         assert!(matches!(
-            Outcome::of(ExitStatus::Exited(0), Some(Verdict::Failed { message: "m".into() })),
+            Outcome::of(
+                ExitStatus::Exited(0),
+                Some(Verdict::Failed {
+                    message: "m".into()
+                })
+            ),
             Outcome::Failed { .. }
         ));
     }

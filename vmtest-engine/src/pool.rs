@@ -171,11 +171,12 @@ impl Pool {
     fn boot(&self, shape: &Arc<VmShape>) -> Result<Vm, SetupError> {
         let context = &self.context;
         let settings = &context.settings;
-        let media = boot::prepare(shape, &settings.cache_dir, settings.boot_image_as_is)
-            .map_err(|source| SetupError::Prepare {
+        let media = boot::prepare(shape, &settings.cache_dir, settings.boot_image_as_is).map_err(
+            |source| SetupError::Prepare {
                 kernel: shape.kernel.clone(),
-                source,
-            })?;
+                source: Box::new(source),
+            },
+        )?;
         let cmdline = boot::kernel_cmdline(&shape.kernel_args, settings.verbose);
         let spec = BootSpec {
             settings,
@@ -230,5 +231,7 @@ impl Pool {
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }

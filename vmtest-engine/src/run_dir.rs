@@ -126,6 +126,9 @@ mod tests {
         let (empty, full) = (first.path().to_path_buf(), second.path().to_path_buf());
         drop((first, second));
         assert!(!empty.exists());
-        assert_eq!(std::fs::read_to_string(full.join("result")).unwrap(), "kept");
+        assert_eq!(
+            std::fs::read_to_string(full.join("result")).unwrap(),
+            "kept"
+        );
     }
 }

@@ -187,7 +187,10 @@ mod tests {
             ("VMTEST_BOOT_IMAGE_AS_IS", "2"),
         ] {
             let error = settings(&[(var, value)]).unwrap_err().to_string();
-            assert!(error.starts_with(&format!("{var}={value:?} is not understood")), "{error}");
+            assert!(
+                error.starts_with(&format!("{var}={value:?} is not understood")),
+                "{error}"
+            );
         }
     }
 

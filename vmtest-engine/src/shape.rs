@@ -52,12 +52,16 @@ impl VmShape {
 
 impl fmt::Display for VmShape {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let kernel = self
-            .kernel
-            .file_name()
-            .map_or_else(|| self.kernel.display().to_string(), |name| name.to_string_lossy().into_owned());
+        let kernel = self.kernel.file_name().map_or_else(
+            || self.kernel.display().to_string(),
+            |name| name.to_string_lossy().into_owned(),
+        );
         let vcpus = if self.cpus == 1 { "vCPU" } else { "vCPUs" };
-        write!(f, "{kernel} ({} MiB, {} {vcpus}", self.memory_mib, self.cpus)?;
+        write!(
+            f,
+            "{kernel} ({} MiB, {} {vcpus}",
+            self.memory_mib, self.cpus
+        )?;
         if !self.kernel_args.is_empty() {
             write!(f, ", {}", self.kernel_args)?;
         }

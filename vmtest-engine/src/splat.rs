@@ -107,7 +107,9 @@ pub(crate) struct Allowed {
 impl Allowed {
     /// Compiles `patterns` (regular expressions, matched against every line
     /// of a splat).
-    pub(crate) fn new<'a>(patterns: impl IntoIterator<Item = &'a str>) -> Result<Allowed, SetupError> {
+    pub(crate) fn new<'a>(
+        patterns: impl IntoIterator<Item = &'a str>,
+    ) -> Result<Allowed, SetupError> {
         let patterns = patterns
             .into_iter()
             .map(|pattern| {
@@ -123,7 +125,12 @@ impl Allowed {
     /// These patterns and `other`'s.
     pub(crate) fn and(&self, other: &Allowed) -> Allowed {
         Allowed {
-            patterns: self.patterns.iter().chain(&other.patterns).cloned().collect(),
+            patterns: self
+                .patterns
+                .iter()
+                .chain(&other.patterns)
+                .cloned()
+                .collect(),
         }
     }
 
@@ -169,7 +176,9 @@ mod tests {
         let splats = tracker.for_job(2);
         assert_eq!(splats.len(), 1);
         assert!(splats[0].title.starts_with("WARNING: CPU: 0 PID: 81"));
-        assert!(splats[0].text.ends_with("---[ end trace 0000000000000000 ]---"));
+        assert!(splats[0]
+            .text
+            .ends_with("---[ end trace 0000000000000000 ]---"));
         assert!(!splats[0].text.contains("after the end"));
         assert!(tracker.for_job(3).is_empty());
     }
@@ -203,9 +212,22 @@ mod tests {
             tracker.record(line, &[1]);
         }
         let splats = tracker.for_job(1);
-        assert_eq!(Allowed::new(["lkdtm_WARNING"]).unwrap().filter(splats.clone()), []);
-        assert_eq!(Allowed::new(["direct_entry"]).unwrap().filter(splats.clone()), []);
-        assert_eq!(Allowed::new(["unrelated"]).unwrap().filter(splats.clone()), splats);
+        assert_eq!(
+            Allowed::new(["lkdtm_WARNING"])
+                .unwrap()
+                .filter(splats.clone()),
+            []
+        );
+        assert_eq!(
+            Allowed::new(["direct_entry"])
+                .unwrap()
+                .filter(splats.clone()),
+            []
+        );
+        assert_eq!(
+            Allowed::new(["unrelated"]).unwrap().filter(splats.clone()),
+            splats
+        );
         let error = Allowed::new(["(unclosed"]).unwrap_err();
         assert!(error.to_string().contains("\"(unclosed\""), "{error}");
     }

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use libtest_mimic::{Arguments, Conclusion, Failed, Trial};
-use vmtest_engine::{chain, Engine, GuestServer, SetupError, Settings};
+use vmtest_engine::{chain, Engine, GuestServer, Settings, SetupError};
 
 use crate::plan::{self, PlannedTest};
 use crate::reporter::LibtestReporter;
@@ -31,7 +31,9 @@ fn run(args: &Arguments, planned: Vec<PlannedTest>) -> Conclusion {
         // Listing boots nothing and needs no settings.
         let trials = planned
             .into_iter()
-            .map(|planned| Trial::test(planned.name, || Ok(())).with_ignored_flag(planned.test.ignore))
+            .map(|planned| {
+                Trial::test(planned.name, || Ok(())).with_ignored_flag(planned.test.ignore)
+            })
             .collect();
         return libtest_mimic::run(args, trials);
     }

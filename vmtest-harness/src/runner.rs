@@ -29,7 +29,11 @@ pub(crate) fn run(
                 .map(Duration::from_millis)
                 .unwrap_or(DEFAULT_TIMEOUT),
         ),
-        allowed_splats: test.allowed_splats.iter().map(|pattern| pattern.to_string()).collect(),
+        allowed_splats: test
+            .allowed_splats
+            .iter()
+            .map(|pattern| pattern.to_string())
+            .collect(),
     });
     verdict(&finished, nocapture)
 }
@@ -52,7 +56,10 @@ fn verdict(finished: &Finished, nocapture: bool) -> Result<(), Failed> {
         outcome => outcome.to_string(),
     };
     for part in std::iter::once(reason).chain(finished.splats.iter().map(|splat| {
-        format!("the guest kernel logged a splat while the test ran:\n{}", splat.text)
+        format!(
+            "the guest kernel logged a splat while the test ran:\n{}",
+            splat.text
+        )
     })) {
         if part.is_empty() {
             continue;

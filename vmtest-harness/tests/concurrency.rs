@@ -25,7 +25,13 @@ fn eight_concurrent_runs_of_the_examples_pass_and_leave_nothing() {
         .map(|_| {
             let tmp = tempfile::tempdir().unwrap();
             let child = Command::new(env!("CARGO"))
-                .args(["test", "-p", "vmtest-example-basics", "-p", "vmtest-example-bpf"])
+                .args([
+                    "test",
+                    "-p",
+                    "vmtest-example-basics",
+                    "-p",
+                    "vmtest-example-bpf",
+                ])
                 .current_dir(repo_root())
                 .env("TMPDIR", tmp.path())
                 .env_remove("VMTEST_CACHE_DIR")
@@ -44,10 +50,7 @@ fn eight_concurrent_runs_of_the_examples_pass_and_leave_nothing() {
         let stderr = String::from_utf8_lossy(&output.stderr);
         retries += stderr.matches("trying once more").count();
         deaths += stderr.matches("died:").count();
-        assert!(
-            output.status.success(),
-            "a run failed:\n{stdout}\n{stderr}"
-        );
+        assert!(output.status.success(), "a run failed:\n{stdout}\n{stderr}");
         // Each test target's summary: basics, bpf, and their unit tests.
         assert!(stdout.contains("test result: ok. 5 passed"), "{stdout}");
         assert!(stdout.contains("test result: ok. 15 passed"), "{stdout}");

@@ -108,10 +108,16 @@ fn a_full_run_reports_every_outcome() {
         .contains("Error: \"the error value\""));
     let aborted = run.failure_of("is_killed_by_a_signal");
     assert!(aborted.contains("about to abort"), "{aborted}");
-    assert!(aborted.contains("killed by signal 6 (SIGABRT)"), "{aborted}");
+    assert!(
+        aborted.contains("killed by signal 6 (SIGABRT)"),
+        "{aborted}"
+    );
     let segfault = run.failure_of("segfaults");
     assert!(segfault.contains("about to dereference null"), "{segfault}");
-    assert!(segfault.contains("killed by signal 11 (SIGSEGV)"), "{segfault}");
+    assert!(
+        segfault.contains("killed by signal 11 (SIGSEGV)"),
+        "{segfault}"
+    );
     let early = run.failure_of("exits_before_reporting");
     assert!(early.contains("leaving early"), "{early}");
     assert!(
@@ -124,7 +130,10 @@ fn a_full_run_reports_every_outcome() {
     assert!(lines.contains("line 199999\n"));
     assert!(lines.contains("after 200000 lines"));
     let bytes = run.failure_of("prints_invalid_utf8_and_fails");
-    assert!(bytes.contains("bytes: \u{fffd}\u{fffd}\u{fffd}( end"), "{bytes}");
+    assert!(
+        bytes.contains("bytes: \u{fffd}\u{fffd}\u{fffd}( end"),
+        "{bytes}"
+    );
     assert!(run
         .failure_of("panics_with_the_wrong_message")
         .contains("panic did not contain expected string"));
@@ -186,7 +195,11 @@ fn a_corrupt_kernel_fails_at_once() {
     assert_eq!(run.code(), Some(101));
     let failure = run.failure_of("kernel_payload_is_corrupt");
     assert!(failure.contains("has a corrupt xz payload"), "{failure}");
-    assert!(run.elapsed < Duration::from_secs(5), "took {:?}", run.elapsed);
+    assert!(
+        run.elapsed < Duration::from_secs(5),
+        "took {:?}",
+        run.elapsed
+    );
     run.assert_nothing_left_behind();
 }
 
@@ -285,7 +298,8 @@ fn a_guest_that_never_comes_up_fails_with_its_console() {
     });
     assert_eq!(run.code(), Some(101));
     assert!(
-        run.stderr.contains("did not come up (the guest was not ready within 500ms"),
+        run.stderr
+            .contains("did not come up (the guest was not ready within 500ms"),
         "{}",
         run.stderr
     );
@@ -333,7 +347,7 @@ fn nocapture_shows_output_as_it_is_written() {
 fn ctrl_c_ends_every_vm_and_leaves_no_file() {
     let tmp = tempfile::tempdir().unwrap();
     let cache = tempfile::tempdir().unwrap();
-    let mut child = fixture_command(&["runs_past_its_timeout"], tmp.path())
+    let child = fixture_command(&["runs_past_its_timeout"], tmp.path())
         .env("VMTEST_CACHE_DIR", cache.path())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -407,7 +421,9 @@ fn what_a_killed_run_leaves_the_next_run_removes() {
     assert!(next.wait().unwrap().success());
     assert_nothing_left_in(tmp.path());
     assert_no_cache_debris(cache.path());
-    let shared_runs = std::fs::read_dir(cache.path().join("shared")).unwrap().count();
+    let shared_runs = std::fs::read_dir(cache.path().join("shared"))
+        .unwrap()
+        .count();
     assert_eq!(shared_runs, 0, "the killed run's shared directory is gone");
 }
 

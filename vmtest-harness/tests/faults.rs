@@ -31,7 +31,11 @@ fn a_kernel_panic_fails_its_test_and_the_next_runs_in_a_fresh_vm() {
     assert!(failure.contains("the guest kernel panicked"), "{failure}");
     assert!(failure.contains("sysrq: Trigger a crash"), "{failure}");
     assert_eq!(run.result_of("panic_2_runs_in_a_fresh_vm"), "ok");
-    assert!(run.stderr.contains("died: the guest kernel panicked"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("died: the guest kernel panicked"),
+        "{}",
+        run.stderr
+    );
     run.assert_nothing_left_behind();
 }
 
@@ -46,7 +50,11 @@ fn a_killed_test_server_fails_its_test_and_the_next_runs_in_a_fresh_vm() {
     );
     assert_eq!(run.result_of("server_2_runs_in_a_fresh_vm"), "ok");
     // Noticed at once, not at the test's 120 s timeout.
-    assert!(run.elapsed < Duration::from_secs(60), "took {:?}", run.elapsed);
+    assert!(
+        run.elapsed < Duration::from_secs(60),
+        "took {:?}",
+        run.elapsed
+    );
     run.assert_nothing_left_behind();
 }
 
@@ -55,10 +63,17 @@ fn a_hung_guest_is_noticed_within_seconds() {
     let run = pair("hang_");
     assert_eq!(run.code(), Some(101));
     let failure = run.failure_of("hang_1_stops_the_guest");
-    assert!(failure.contains("the guest stopped answering for 1."), "{failure}");
+    assert!(
+        failure.contains("the guest stopped answering for 1."),
+        "{failure}"
+    );
     assert_eq!(run.result_of("hang_2_runs_in_a_fresh_vm"), "ok");
     // Well before the hung test's own 60 s timeout.
-    assert!(run.elapsed < Duration::from_secs(45), "took {:?}", run.elapsed);
+    assert!(
+        run.elapsed < Duration::from_secs(45),
+        "took {:?}",
+        run.elapsed
+    );
     run.assert_nothing_left_behind();
 }
 
@@ -74,7 +89,13 @@ fn a_run_may_allow_known_splats() {
 #[test]
 fn all_output_streams_through_with_nocapture() {
     let run = fixture(
-        &["prints_", "--nocapture", "--test-threads=1", "--skip", "slowly"],
+        &[
+            "prints_",
+            "--nocapture",
+            "--test-threads=1",
+            "--skip",
+            "slowly",
+        ],
         |_| {},
     );
     assert_eq!(run.code(), Some(101));
@@ -91,7 +112,10 @@ fn all_output_streams_through_with_nocapture() {
     // The bytes as the test wrote them.
     let raw = b"bytes: \xff\xfe\xc3\x28 end\n";
     assert!(
-        run.output.stdout.windows(raw.len()).any(|window| window == raw),
+        run.output
+            .stdout
+            .windows(raw.len())
+            .any(|window| window == raw),
         "the raw bytes are not in the output"
     );
     run.assert_nothing_left_behind();
@@ -102,11 +126,18 @@ fn a_crate_and_target_directory_under_tmp_work() {
     // The fixture's binary copied into a target directory under /tmp, run
     // from a crate directory there: the guest sees both, and its shared
     // directory (in that target directory) too.
-    let root = tempfile::Builder::new().prefix("vmtest-e2e-").tempdir_in("/tmp").unwrap();
+    let root = tempfile::Builder::new()
+        .prefix("vmtest-e2e-")
+        .tempdir_in("/tmp")
+        .unwrap();
     let target = root.path().join("target");
     let deps = target.join("debug/deps");
     std::fs::create_dir_all(&deps).unwrap();
-    std::fs::write(target.join("CACHEDIR.TAG"), "Signature: 8a477f597d28d172789f06886806bc55\n").unwrap();
+    std::fs::write(
+        target.join("CACHEDIR.TAG"),
+        "Signature: 8a477f597d28d172789f06886806bc55\n",
+    )
+    .unwrap();
     let binary = deps.join("kernels-copy");
     std::fs::copy(fixture_binary(), &binary).unwrap();
     let crate_dir = root.path().join("crate");
@@ -135,7 +166,10 @@ fn a_crate_and_target_directory_under_tmp_work() {
         .map(|dir| dir.path().join(format!("fixture-{nonce}")))
         .find(|file| file.exists())
         .expect("the guest wrote to the shared directory");
-    assert_eq!(std::fs::read_to_string(written).unwrap(), "written in the guest");
+    assert_eq!(
+        std::fs::read_to_string(written).unwrap(),
+        "written in the guest"
+    );
     run.assert_nothing_left_behind();
     assert_no_cache_debris(&target.join("vmtest"));
     assert!(Path::new(&binary).exists());

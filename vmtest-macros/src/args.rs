@@ -18,7 +18,10 @@ const KEYS: &[(&str, &str)] = &[
     ("cpus", "cpus = 2"),
     ("kernel_args", r#"kernel_args = "nokaslr""#),
     ("timeout", r#"timeout = "60s""#),
-    ("allow_splats", r#"allow_splats = ["WARNING: .* my_module_"]"#),
+    (
+        "allow_splats",
+        r#"allow_splats = ["WARNING: .* my_module_"]"#,
+    ),
 ];
 
 /// Guests smaller than this do not boot a stock distribution kernel reliably.
@@ -257,14 +260,20 @@ fn pattern_list(value: &Expr) -> Result<Vec<LitStr>> {
     let Expr::Array(array) = value else {
         return Err(Error::new_spanned(
             value,
-            format!("expected an array of string literals: `{}`", example("allow_splats")),
+            format!(
+                "expected an array of string literals: `{}`",
+                example("allow_splats")
+            ),
         ));
     };
     let mut patterns = Vec::new();
     for element in &array.elems {
         let lit = string(element, "allow_splats")?;
         if lit.value().is_empty() {
-            return Err(Error::new_spanned(lit, "an empty pattern would allow every splat"));
+            return Err(Error::new_spanned(
+                lit,
+                "an empty pattern would allow every splat",
+            ));
         }
         if let Err(error) = regex_syntax::Parser::new().parse(&lit.value()) {
             return Err(Error::new_spanned(
@@ -519,7 +528,12 @@ mod tests {
         assert_eq!(args.cpus, Some(2));
         assert_eq!(args.kernel_args.unwrap().value(), "nokaslr");
         assert_eq!(args.timeout_ms, Some(60_000));
-        let patterns: Vec<String> = args.allow_splats.unwrap().iter().map(LitStr::value).collect();
+        let patterns: Vec<String> = args
+            .allow_splats
+            .unwrap()
+            .iter()
+            .map(LitStr::value)
+            .collect();
         assert_eq!(patterns, ["lkdtm_WARNING", "^BUG: .*"]);
     }
 
@@ -567,6 +581,7 @@ mod tests {
         assert!(error(quote!(kernel_args = 1)).starts_with("expected a string literal"));
         assert!(error(quote!(allow_splats = "x")).starts_with("expected an array"));
         assert!(error(quote!(allow_splats = [""])).contains("would allow every splat"));
-        assert!(error(quote!(allow_splats = ["(unclosed"])).starts_with("not a valid regular expression"));
+        assert!(error(quote!(allow_splats = ["(unclosed"]))
+            .starts_with("not a valid regular expression"));
     }
 }

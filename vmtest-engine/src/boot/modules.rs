@@ -605,10 +605,8 @@ mod tests {
             Some("xz") => xz2::read::XzEncoder::new(&elf[..], 6).read_to_end(&mut bytes),
             Some("zst") => zstd::stream::read::Encoder::new(&elf[..], 3)
                 .and_then(|mut encoder| encoder.read_to_end(&mut bytes)),
-            Some("gz") => {
-                flate2::read::GzEncoder::new(&elf[..], flate2::Compression::default())
-                    .read_to_end(&mut bytes)
-            }
+            Some("gz") => flate2::read::GzEncoder::new(&elf[..], flate2::Compression::default())
+                .read_to_end(&mut bytes),
             _ => Read::read_to_end(&mut &elf[..], &mut bytes),
         }
         .unwrap();
@@ -795,7 +793,13 @@ mod tests {
         assert_eq!(names(&order), ["z", "g", "x", "a"]);
         for module in &order {
             let elf = module.elf_bytes().unwrap();
-            assert_eq!(elf, fake_module(&modinfo(&module.name, if module.name == "a" { "z,g,x" } else { "" })));
+            assert_eq!(
+                elf,
+                fake_module(&modinfo(
+                    &module.name,
+                    if module.name == "a" { "z,g,x" } else { "" }
+                ))
+            );
         }
     }
 

@@ -232,7 +232,9 @@ pub(crate) fn uncompressed_kernel(
     match extract(image, &bytes)? {
         Extracted::Vmlinux(vmlinux) => {
             let name = cached.file_name().expect("a file name").to_string_lossy();
-            Ok(Some(cache::store(cache_dir, &name, |file| file.write_all(&vmlinux))?))
+            Ok(Some(cache::store(cache_dir, &name, |file| {
+                file.write_all(&vmlinux)
+            })?))
         }
         Extracted::NoPvh => {
             let name = no_pvh.file_name().expect("a file name").to_string_lossy();

@@ -205,7 +205,10 @@ pub fn unhex(text: &str) -> Option<Vec<u8>> {
 fn absolute(key: &str, bytes: Vec<u8>) -> Result<PathBuf, String> {
     let path = PathBuf::from(OsString::from_vec(bytes));
     if !path.is_absolute() || path.as_os_str().as_bytes().contains(&0) {
-        return Err(format!("boot line {key}: {} is not an absolute path", path.display()));
+        return Err(format!(
+            "boot line {key}: {} is not an absolute path",
+            path.display()
+        ));
     }
     Ok(path)
 }

@@ -106,9 +106,13 @@ pub enum ExitStatus {
 pub enum Verdict {
     Passed,
     /// It returned an error, or `#[should_panic]` was not satisfied.
-    Failed { message: String },
+    Failed {
+        message: String,
+    },
     /// It panicked (the panic message is also in its output).
-    Panicked { message: String },
+    Panicked {
+        message: String,
+    },
 }
 
 /// A terminal's size, in characters.

@@ -35,7 +35,10 @@ mod tests {
             ],
             server: ServerCommand {
                 program: PathBuf::from("/tmp/a b/target/debug/deps/kernels-0123"),
-                args: vec![OsString::from("--flag"), OsString::from_vec(vec![0xff, b'\n'])],
+                args: vec![
+                    OsString::from("--flag"),
+                    OsString::from_vec(vec![0xff, b'\n']),
+                ],
                 env: vec![OsString::from("A=1 2"), OsString::from("EMPTY=")],
                 cwd: PathBuf::from("/tmp/a b"),
             },

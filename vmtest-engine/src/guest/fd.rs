@@ -40,8 +40,7 @@ pub(super) fn read_some(fd: &impl AsRawFd, max: usize) -> io::Result<Read> {
     let mut buffer = vec![0u8; max];
     loop {
         // SAFETY: reads into a buffer we own, at most its length.
-        let read =
-            unsafe { libc::read(fd.as_raw_fd(), buffer.as_mut_ptr().cast(), buffer.len()) };
+        let read = unsafe { libc::read(fd.as_raw_fd(), buffer.as_mut_ptr().cast(), buffer.len()) };
         if read > 0 {
             buffer.truncate(read as usize);
             return Ok(Read::Data(buffer));

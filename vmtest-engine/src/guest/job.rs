@@ -135,7 +135,8 @@ fn spawn_test(
         let _ = std::io::stderr().flush();
         // SAFETY: VERDICT_FD was set up above and is owned by nothing else
         // in this process; ManuallyDrop keeps `_exit` the only way out.
-        let mut pipe = std::mem::ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(VERDICT_FD) });
+        let mut pipe =
+            std::mem::ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(VERDICT_FD) });
         let _ = pipe.write_all(&to_line(&verdict));
         // SAFETY: ends the child without running the server's exit handlers.
         unsafe { libc::_exit(0) }
@@ -393,7 +394,14 @@ fn redirect(pairs: &[(RawFd, RawFd)]) {
 /// Closes every descriptor from `first` on (Linux 5.9's close_range).
 fn close_from(first: RawFd) {
     // SAFETY: plain syscall; closing descriptors this child does not need.
-    unsafe { libc::syscall(libc::SYS_close_range, first as libc::c_uint, libc::c_uint::MAX, 0) };
+    unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            first as libc::c_uint,
+            libc::c_uint::MAX,
+            0,
+        )
+    };
 }
 
 /// Every signal back to its default, none blocked, as a new program expects.

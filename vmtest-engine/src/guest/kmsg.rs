@@ -76,8 +76,10 @@ mod tests {
     #[test]
     fn the_text_is_the_part_after_the_prefix() {
         assert_eq!(
-            record_text(b"4,1234,5678,-;WARNING: CPU: 0 PID: 1 at x.c:1 f+0x1/0x2\n SUBSYSTEM=cpu\n")
-                .as_deref(),
+            record_text(
+                b"4,1234,5678,-;WARNING: CPU: 0 PID: 1 at x.c:1 f+0x1/0x2\n SUBSYSTEM=cpu\n"
+            )
+            .as_deref(),
             Some("WARNING: CPU: 0 PID: 1 at x.c:1 f+0x1/0x2")
         );
         assert_eq!(record_text(b"garbage"), None);

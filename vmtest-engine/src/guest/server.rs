@@ -18,9 +18,7 @@ use super::job::{self, Job, Spec};
 use super::kmsg::KernelLog;
 use super::TestRunner;
 use crate::contract::boot::CONTROL_FD;
-use crate::contract::messages::{
-    to_line, Bytes, ExitStatus, JobId, Reply, Request, Verdict,
-};
+use crate::contract::messages::{to_line, Bytes, ExitStatus, JobId, Reply, Request, Verdict};
 
 /// The most output one message carries.
 const OUTPUT_CHUNK: usize = 64 << 10;
@@ -170,7 +168,13 @@ impl Server {
         match request {
             Request::Ping { seq } => self.send(&Reply::Pong { seq }),
             Request::Run { id, test } => match self.tests {
-                Some(runner) => self.start_job(id, &Spec::Test { name: &test, runner }),
+                Some(runner) => self.start_job(
+                    id,
+                    &Spec::Test {
+                        name: &test,
+                        runner,
+                    },
+                ),
                 None => self.send(&Reply::Refused {
                     id,
                     message: "this server runs commands, not tests".into(),
@@ -269,10 +273,14 @@ impl Server {
 
     fn read_verdict(&mut self, id: JobId) {
         let Some(job) = self.job_mut(id) else { return };
-        let Some(pipe) = &job.verdict_pipe else { return };
+        let Some(pipe) = &job.verdict_pipe else {
+            return;
+        };
         match fd::drain(pipe) {
             Ok((data, closed)) => {
-                job.verdict.get_or_insert_with(Vec::new).extend_from_slice(&data);
+                job.verdict
+                    .get_or_insert_with(Vec::new)
+                    .extend_from_slice(&data);
                 if closed {
                     job.verdict_pipe = None;
                 }
@@ -317,7 +325,9 @@ impl Server {
         }
         if let Some(pipe) = job.verdict_pipe.take() {
             let data = fd::drain(&pipe)?.0;
-            job.verdict.get_or_insert_with(Vec::new).extend_from_slice(&data);
+            job.verdict
+                .get_or_insert_with(Vec::new)
+                .extend_from_slice(&data);
         }
         let verdict_bytes = job.verdict.take();
         for (stream, data) in rest {
@@ -332,8 +342,8 @@ impl Server {
         // Every record the job caused is in the log by now: send them
         // while the job still counts as running.
         self.forward_kernel_log()?;
-        let verdict = verdict_bytes
-            .and_then(|bytes| serde_json::from_slice::<Verdict>(&bytes).ok());
+        let verdict =
+            verdict_bytes.and_then(|bytes| serde_json::from_slice::<Verdict>(&bytes).ok());
         self.jobs.retain(|job| job.id != id);
         self.send(&Reply::Done {
             id,
@@ -388,8 +398,7 @@ fn reap(pid: libc::pid_t) -> io::Result<ExitStatus> {
 fn shield() {
     let param = libc::sched_param { sched_priority: 1 };
     // SAFETY: plain syscall with a valid sched_param.
-    if unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO | SCHED_RESET_ON_FORK, &param) } != 0
-    {
+    if unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO | SCHED_RESET_ON_FORK, &param) } != 0 {
         eprintln!(
             "vmtest test server: no real-time priority ({})",
             io::Error::last_os_error()

@@ -109,7 +109,10 @@ fn shares(shares: &[Share]) -> Vec<OsString> {
         .iter()
         .flat_map(|share| {
             let mut spec = option_list(&format!("local,id={},path=", share.tag), &share.path);
-            spec.push(format!(",mount_tag={},security_model=none,multidevs=remap", share.tag));
+            spec.push(format!(
+                ",mount_tag={},security_model=none,multidevs=remap",
+                share.tag
+            ));
             if !share.writable {
                 spec.push(",readonly=on");
             }

@@ -95,7 +95,10 @@ mod tests {
     #[test]
     fn silence_grows_from_the_last_message_and_resets() {
         // A process that sleeps, so that it never waits for a CPU.
-        let mut sleeper = std::process::Command::new("sleep").arg("10").spawn().unwrap();
+        let mut sleeper = std::process::Command::new("sleep")
+            .arg("10")
+            .spawn()
+            .unwrap();
         let mut liveness = Liveness::new(sleeper.id());
         std::thread::sleep(Duration::from_millis(100));
         let silence = liveness.silence();

@@ -21,6 +21,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crate::boot::BootMedia;
+use crate::contract::boot::Share;
 use crate::contract::boot::SERVER_EXITED;
 use crate::contract::messages::{JobId, Request};
 use crate::error::SetupError;
@@ -33,7 +34,6 @@ use crate::run_dir::VmDir;
 use crate::settings::Settings;
 use crate::shape::VmShape;
 use crate::splat::Allowed;
-use crate::contract::boot::Share;
 
 use self::link::{JobEnd, JobState, Link, Phase};
 use self::liveness::{Liveness, DEAD_AFTER};
@@ -174,8 +174,7 @@ impl Vm {
             .name(format!("vmtest-vm-{id}"))
             .spawn(move || reading.read(reader))
             .map_err(BootError::Connect)?;
-        if let Err(error) = shared.handshake(spec.boot_line, deadline, spec.settings.boot_timeout)
-        {
+        if let Err(error) = shared.handshake(spec.boot_line, deadline, spec.settings.boot_timeout) {
             shared.qemu().kill();
             return Err(error);
         }
@@ -199,9 +198,7 @@ impl Vm {
             return None;
         }
         state.reserved += 1;
-        Some(Reservation {
-            vm: Arc::clone(vm),
-        })
+        Some(Reservation { vm: Arc::clone(vm) })
     }
 
     pub(crate) fn alive(&self) -> bool {
@@ -210,7 +207,9 @@ impl Vm {
 
     /// Asks QEMU to quit, then makes sure it is gone.
     pub(crate) fn shutdown(&self) {
-        self.shared.link.update(|state| state.phase = Phase::Stopping);
+        self.shared
+            .link
+            .update(|state| state.phase = Phase::Stopping);
         let monitor = self
             .monitor
             .lock()
@@ -269,7 +268,10 @@ impl Reservation {
             let _ = link.send(&Request::Kill { id });
             state = link.wait_until(Some(Instant::now() + KILL_GRACE), over);
         }
-        let job = state.jobs.remove(&id).expect("the job was registered above");
+        let job = state
+            .jobs
+            .remove(&id)
+            .expect("the job was registered above");
         let death = state.death.clone();
         drop(state);
         let (outcome, splats) = match (job.end, death) {
@@ -285,11 +287,14 @@ impl Reservation {
                 },
                 Vec::new(),
             ),
-            (Some(JobEnd::Done {
-                status,
-                verdict,
-                splats,
-            }), _) => (Outcome::of(status, verdict), allowed.filter(splats)),
+            (
+                Some(JobEnd::Done {
+                    status,
+                    verdict,
+                    splats,
+                }),
+                _,
+            ) => (Outcome::of(status, verdict), allowed.filter(splats)),
             (None, None) => unreachable!("a job without an end or a death has timed out"),
         };
         Attempt::Finished(Finished {
@@ -309,11 +314,18 @@ impl Drop for Reservation {
 
 impl Shared {
     fn qemu(&self) -> MutexGuard<'_, QemuProcess> {
-        self.qemu.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.qemu
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Waits for the init, sends it its parameters, waits for the server.
-    fn handshake(&self, boot_line: &[u8], deadline: Instant, timeout: Duration) -> Result<(), BootError> {
+    fn handshake(
+        &self,
+        boot_line: &[u8],
+        deadline: Instant,
+        timeout: Duration,
+    ) -> Result<(), BootError> {
         let spoke = |state: &link::State| state.phase != Phase::Starting || state.death.is_some();
         let state = self.link.wait_until(Some(deadline), spoke);
         let phase = state.phase.clone();
@@ -383,7 +395,9 @@ impl Shared {
                 Err(error)
                     if matches!(
                         error.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
+                        io::ErrorKind::WouldBlock
+                            | io::ErrorKind::TimedOut
+                            | io::ErrorKind::Interrupted
                     ) => {}
                 Err(error) => return self.die(DeathCause::Connection(error)),
             }
@@ -427,7 +441,9 @@ impl Shared {
         };
         let details = self.details();
         let cause = match status {
-            Some(_) if details.console.contains("Kernel panic - not syncing") => DeathCause::KernelPanic,
+            Some(_) if details.console.contains("Kernel panic - not syncing") => {
+                DeathCause::KernelPanic
+            }
             Some(status) => match server_exit(&details.console) {
                 Some(how) => DeathCause::ServerExited { how },
                 None => DeathCause::QemuExited {
@@ -456,7 +472,9 @@ fn server_exit(console: &str) -> Option<String> {
     let line = console.lines().find(|line| line.contains(SERVER_EXITED))?;
     let after = &line[line.find(SERVER_EXITED)? + SERVER_EXITED.len()..];
     let after = after.trim();
-    let inner = after.strip_prefix('(').and_then(|rest| rest.strip_suffix(')'));
+    let inner = after
+        .strip_prefix('(')
+        .and_then(|rest| rest.strip_suffix(')'));
     Some(inner.unwrap_or(after).to_string())
 }
 

@@ -79,7 +79,12 @@ pub fn fixture_binary() -> &'static Path {
     BINARY.get_or_init(|| {
         let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixture/Cargo.toml");
         let output = Command::new(env!("CARGO"))
-            .args(["test", "--no-run", "--message-format=json", "--manifest-path"])
+            .args([
+                "test",
+                "--no-run",
+                "--message-format=json",
+                "--manifest-path",
+            ])
             .arg(&manifest)
             .arg("--target-dir")
             .arg(fixture_target())
