@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use common::*;
 
 /// Every test of the fixture, `--list` counts them.
-const ALL_TESTS: usize = 44;
+const ALL_TESTS: usize = 52;
 
 #[test]
 fn a_full_run_reports_every_outcome() {
@@ -72,6 +72,7 @@ fn a_full_run_reports_every_outcome() {
         "kernel_never_reaches_userspace",
         "kernel_file_is_missing",
         "kernel_payload_is_corrupt",
+        "kernel_is_a_dir",
         "has_no_kernel",
         "splat_fails_the_test",
     ] {
@@ -80,7 +81,7 @@ fn a_full_run_reports_every_outcome() {
     assert_eq!(run.result_of("ignored_test"), "ignored");
     assert!(
         run.stdout
-            .contains("test result: FAILED. 20 passed; 15 failed; 9 ignored"),
+            .contains("test result: FAILED. 20 passed; 16 failed; 16 ignored"),
         "{}",
         run.stdout.lines().last().unwrap_or_default()
     );
@@ -151,6 +152,9 @@ fn a_full_run_reports_every_outcome() {
         .contains("kernel image /nonexistent/vmlinuz does not exist"));
     let corrupt = run.failure_of("kernel_payload_is_corrupt");
     assert!(corrupt.contains("has a corrupt xz payload"), "{corrupt}");
+    assert!(run
+        .failure_of("kernel_is_a_dir")
+        .contains("kernel image / is a directory"));
     assert!(run
         .failure_of("has_no_kernel")
         .contains("set VMTEST_KERNEL"));

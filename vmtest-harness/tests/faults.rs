@@ -40,6 +40,41 @@ fn a_kernel_panic_fails_its_test_and_the_next_runs_in_a_fresh_vm() {
 }
 
 #[test]
+fn an_oops_fails_its_test_and_the_next_runs_in_a_fresh_vm() {
+    let run = pair("oops_");
+    assert_eq!(run.code(), Some(101));
+    let failure = run.failure_of("oops_1_hits_a_kernel_bug");
+    assert!(failure.contains("the guest kernel panicked"), "{failure}");
+    assert!(failure.contains("kernel BUG at"), "{failure}");
+    assert_eq!(run.result_of("oops_2_runs_in_a_fresh_vm"), "ok");
+    run.assert_nothing_left_behind();
+}
+
+#[test]
+fn a_shape_whose_vms_keep_dying_is_given_up() {
+    let run = fixture(&["crashes_", "--ignored", "--test-threads=1"], |_| {});
+    assert_eq!(run.code(), Some(101));
+    for test in ["crashes_1", "crashes_2", "crashes_3", "crashes_4"] {
+        let failure = run.failure_of(test);
+        assert!(
+            failure.contains("the guest kernel panicked"),
+            "{test}: {failure}"
+        );
+    }
+    let failure = run.failure_of("crashes_5");
+    assert!(
+        failure.contains("died 4 times in this run; no more are booted"),
+        "{failure}"
+    );
+    assert!(
+        run.stderr.contains("giving up on vmlinuz-6.12"),
+        "{}",
+        run.stderr
+    );
+    run.assert_nothing_left_behind();
+}
+
+#[test]
 fn a_killed_test_server_fails_its_test_and_the_next_runs_in_a_fresh_vm() {
     let run = pair("server_");
     assert_eq!(run.code(), Some(101));

@@ -94,8 +94,9 @@ pub(crate) fn kernel_cmdline(extra: &str, debug: bool) -> String {
         // With QEMU's -no-reboot, a panic ends QEMU at once.
         "panic=-1 ",
         // An oops leaves a poisoned kernel: panic instead, so that the VM is
-        // replaced before the next job.
-        "panic_on_oops=1 ",
+        // replaced before the next job. (`oops=panic`: `panic_on_oops=` is
+        // only a sysctl, the kernel ignores it on its command line.)
+        "oops=panic ",
         // Our init logs through /dev/kmsg, which is rate-limited otherwise.
         "printk.devkmsg=on ",
         "rdinit=/init ",
@@ -128,7 +129,7 @@ mod tests {
     #[test]
     fn extra_arguments_come_last() {
         let cmdline = kernel_cmdline(" nokaslr ", true);
-        assert!(cmdline.starts_with("console=ttyS0 panic=-1 panic_on_oops=1 "));
+        assert!(cmdline.starts_with("console=ttyS0 panic=-1 oops=panic "));
         assert!(cmdline.ends_with(" vmtest.debug=1 nokaslr"), "{cmdline}");
         assert!(kernel_cmdline("", false).ends_with("no_timer_check"));
     }

@@ -8,8 +8,9 @@ use std::path::Path;
 /// How many lines of the guest console a failure shows.
 const CONSOLE_LINES: usize = 40;
 /// Console lines that start the story of a crash, the most telling first.
-const CRASH_MARKERS: [&str; 5] = [
+const CRASH_MARKERS: [&str; 6] = [
     "sysrq: Trigger a crash",
+    "kernel BUG at",
     "BUG:",
     "Oops:",
     "general protection fault",
@@ -27,15 +28,18 @@ pub struct Details {
 }
 
 impl Details {
-    /// Reads QEMU's log and the console log.
-    pub(crate) fn collect(qemu_said: String, console_log: &Path) -> Details {
-        let console = String::from_utf8_lossy(&std::fs::read(console_log).unwrap_or_default())
-            .replace('\r', "");
+    /// QEMU's messages and the telling part of `console`.
+    pub(crate) fn new(qemu_said: String, console: &str) -> Details {
         Details {
             qemu_said,
-            console: excerpt(&console, CONSOLE_LINES),
+            console: excerpt(console, CONSOLE_LINES),
         }
     }
+}
+
+/// The whole guest console so far.
+pub(crate) fn read_console(console_log: &Path) -> String {
+    String::from_utf8_lossy(&std::fs::read(console_log).unwrap_or_default()).replace('\r', "")
 }
 
 impl fmt::Display for Details {

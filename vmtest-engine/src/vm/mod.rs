@@ -14,6 +14,8 @@ mod liveness;
 
 pub use details::Details;
 
+use details::read_console;
+
 use std::io::{self, BufRead, BufReader};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -363,7 +365,7 @@ impl Shared {
 
     fn details(&self) -> Details {
         let qemu_said = self.qemu().stderr();
-        Details::collect(qemu_said, &self.console_log)
+        Details::new(qemu_said, &read_console(&self.console_log))
     }
 
     /// The reader thread: every line from the guest, and the heartbeat.
@@ -439,12 +441,11 @@ impl Shared {
             qemu.kill();
             status
         };
-        let details = self.details();
+        let console = read_console(&self.console_log);
+        let details = Details::new(self.qemu().stderr(), &console);
         let cause = match status {
-            Some(_) if details.console.contains("Kernel panic - not syncing") => {
-                DeathCause::KernelPanic
-            }
-            Some(status) => match server_exit(&details.console) {
+            Some(_) if console.contains("Kernel panic - not syncing") => DeathCause::KernelPanic,
+            Some(status) => match server_exit(&console) {
                 Some(how) => DeathCause::ServerExited { how },
                 None => DeathCause::QemuExited {
                     status: status.to_string(),
