@@ -5,7 +5,7 @@ Measures, for each Debian kernel (scripts/setup.sh fetches them):
   floor      plain QEMU, same machine, memory and image (the bzImage, and
              the vmlinux vmtest extracts from it and boots), to its first
              userspace process (an init that powers off at once)
-  boot       vmtest: QEMU start to a ready guest agent (VMTEST_VERBOSE)
+  boot       vmtest: QEMU start to a ready test server (VMTEST_VERBOSE)
   per test   one empty test in a booted VM, host-observed, 100 in a row
   100 x 2    100 empty tests on both kernels in one run (two boots overlap)
   memory     QEMU's RSS with one idle VM
@@ -165,7 +165,7 @@ def main():
             for kind, floor in floors.items():
                 print(f"{series:>5}  floor, {kind} to first process {floor:8.2f} s")
             floor = floors["vmlinux" if booted else "bzImage"]
-            print(f"{series:>5}  boot to ready agent ({'vmlinux' if booted else 'bzImage'})"
+            print(f"{series:>5}  boot to ready server ({'vmlinux' if booted else 'bzImage'})"
                   f" {boot:8.2f} s   {boot / floor:4.2f}x its floor,"
                   f" {boot / floors['bzImage']:4.2f}x the bzImage floor")
 

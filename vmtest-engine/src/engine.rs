@@ -12,7 +12,7 @@ use crate::cleanup;
 use crate::contract::boot::{
     BootParams, ServerCommand, Share, GUEST_TMP, SERVER_VAR, SHARE_TAG_PREFIX,
 };
-use crate::contract::messages::{Bytes, JobId, Request, WindowSize};
+use crate::contract::messages::{Bytes, Exec, JobId, Request, WindowSize};
 use crate::contract::SHARED_DIR_VAR;
 use crate::error::SetupError;
 use crate::events::{Event, Reporter};
@@ -285,7 +285,7 @@ fn request(id: JobId, work: &Work) -> Request {
             id,
             test: path.clone(),
         },
-        Work::Command(command) => Request::Exec {
+        Work::Command(command) => Request::Exec(Exec {
             id,
             program: bytes(&command.program),
             args: command.args.iter().map(|arg| bytes(arg)).collect(),
@@ -296,7 +296,7 @@ fn request(id: JobId, work: &Work) -> Request {
             cwd: command.cwd.as_ref().map(|cwd| bytes(cwd.as_os_str())),
             terminal: command.terminal,
             stdin: false,
-        },
+        }),
     }
 }
 

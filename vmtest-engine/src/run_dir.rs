@@ -16,11 +16,46 @@ const SHARED_PREFIX: &str = "run-";
 /// than this falls back to `/tmp`.
 const MAX_BASE_LEN: usize = 64;
 
-/// `$TMPDIR/vmtest-run-<pid>-<n>/`, removed with the run.
-pub(crate) struct RunDir {
+/// A directory of this run, named with its pid under `parent`, where what
+/// dead runs left is removed first; registered for cleanup on Ctrl-C.
+struct OwnedDir {
     path: PathBuf,
+    /// Keep it if it is not empty (the guests' output).
+    keep_contents: bool,
     _registration: Registration,
 }
+
+impl OwnedDir {
+    fn create(parent: &Path, prefix: &str, keep_contents: bool) -> io::Result<OwnedDir> {
+        std::fs::create_dir_all(parent)?;
+        cleanup::remove_stale(parent, prefix, "");
+        let path = parent.join(cleanup::owned_name(prefix, ""));
+        let resource = match keep_contents {
+            true => Resource::DirIfEmpty(path.clone()),
+            false => Resource::Path(path.clone()),
+        };
+        let _registration = cleanup::register(resource);
+        std::fs::create_dir(&path)?;
+        Ok(OwnedDir {
+            path,
+            keep_contents,
+            _registration,
+        })
+    }
+}
+
+impl Drop for OwnedDir {
+    fn drop(&mut self) {
+        let _ = match self.keep_contents {
+            // Fails when the guests left something: it is theirs to keep.
+            true => std::fs::remove_dir(&self.path),
+            false => std::fs::remove_dir_all(&self.path),
+        };
+    }
+}
+
+/// `$TMPDIR/vmtest-run-<pid>-<n>/`, removed with the run.
+pub(crate) struct RunDir(OwnedDir);
 
 impl RunDir {
     pub(crate) fn create() -> io::Result<RunDir> {
@@ -28,27 +63,14 @@ impl RunDir {
         if base.as_os_str().len() > MAX_BASE_LEN {
             base = PathBuf::from("/tmp");
         }
-        cleanup::remove_stale(&base, RUN_PREFIX, "");
-        let path = base.join(cleanup::owned_name(RUN_PREFIX, ""));
-        let _registration = cleanup::register(Resource::Path(path.clone()));
-        std::fs::create_dir(&path)?;
-        Ok(RunDir {
-            path,
-            _registration,
-        })
+        OwnedDir::create(&base, RUN_PREFIX, false).map(RunDir)
     }
 
     /// A new directory for the VM `vm`, removed when dropped.
     pub(crate) fn vm_dir(&self, vm: VmId) -> io::Result<VmDir> {
-        let path = self.path.join(format!("vm-{vm}"));
+        let path = self.0.path.join(format!("vm-{vm}"));
         std::fs::create_dir(&path)?;
         Ok(VmDir { path })
-    }
-}
-
-impl Drop for RunDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.path);
     }
 }
 
@@ -72,34 +94,15 @@ impl Drop for VmDir {
 /// `<cache>/shared/run-<pid>-<n>/`: the one host directory guests may write
 /// to, empty when the run starts. Removed at the end if it is still empty;
 /// what the guests left there stays until the next run starts.
-pub(crate) struct SharedDir {
-    path: PathBuf,
-    _registration: Registration,
-}
+pub(crate) struct SharedDir(OwnedDir);
 
 impl SharedDir {
     pub(crate) fn create(cache_dir: &Path) -> io::Result<SharedDir> {
-        let parent = cache_dir.join("shared");
-        std::fs::create_dir_all(&parent)?;
-        cleanup::remove_stale(&parent, SHARED_PREFIX, "");
-        let path = parent.join(cleanup::owned_name(SHARED_PREFIX, ""));
-        let _registration = cleanup::register(Resource::DirIfEmpty(path.clone()));
-        std::fs::create_dir(&path)?;
-        Ok(SharedDir {
-            path,
-            _registration,
-        })
+        OwnedDir::create(&cache_dir.join("shared"), SHARED_PREFIX, true).map(SharedDir)
     }
 
     pub(crate) fn path(&self) -> &Path {
-        &self.path
-    }
-}
-
-impl Drop for SharedDir {
-    fn drop(&mut self) {
-        // Fails when the guests left something: it is theirs to keep.
-        let _ = std::fs::remove_dir(&self.path);
+        &self.0.path
     }
 }
 

@@ -22,23 +22,7 @@ pub enum Request {
     /// (no exec). Its stdout and stderr are one stream, as libtest captures them.
     Run { id: JobId, test: String },
     /// Run a program: its stdout and stderr kept apart, or one terminal.
-    Exec {
-        id: JobId,
-        /// Looked up in `PATH` when it has no `/`.
-        program: Bytes,
-        args: Vec<Bytes>,
-        /// `KEY=value` entries replacing the server's environment, or `None`
-        /// to inherit it.
-        env: Option<Vec<Bytes>>,
-        /// `None`: the server's working directory.
-        cwd: Option<Bytes>,
-        /// Give the program a terminal of this size (a pseudo-terminal that
-        /// is its stdin, stdout and stderr, and its controlling terminal).
-        terminal: Option<WindowSize>,
-        /// Whether [`Request::Input`] feeds its stdin; otherwise stdin is
-        /// `/dev/null` (ignored with a terminal, which is always fed).
-        stdin: bool,
-    },
+    Exec(Exec),
     /// Bytes for the job's stdin or terminal.
     Input { id: JobId, data: Bytes },
     /// End of the job's stdin (with a terminal: nothing; send ^D instead).
@@ -49,6 +33,26 @@ pub enum Request {
     Kill { id: JobId },
     /// Answer with [`Reply::Pong`]: the host's liveness check.
     Ping { seq: u64 },
+}
+
+/// A program to run, as [`Request::Exec`] carries it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Exec {
+    pub id: JobId,
+    /// Looked up in `PATH` when it has no `/`.
+    pub program: Bytes,
+    pub args: Vec<Bytes>,
+    /// `KEY=value` entries replacing the server's environment, or `None` to
+    /// inherit it.
+    pub env: Option<Vec<Bytes>>,
+    /// `None`: the server's working directory.
+    pub cwd: Option<Bytes>,
+    /// Give the program a terminal of this size (a pseudo-terminal that is
+    /// its stdin, stdout and stderr, and its controlling terminal).
+    pub terminal: Option<WindowSize>,
+    /// Whether [`Request::Input`] feeds its stdin; otherwise stdin is
+    /// `/dev/null` (ignored with a terminal, which is always fed).
+    pub stdin: bool,
 }
 
 /// From the test server to the host.

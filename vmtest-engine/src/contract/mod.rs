@@ -75,7 +75,7 @@ mod tests {
 
     #[test]
     fn messages_are_one_json_object_per_line_with_bytes_in_base64() {
-        let exec = Request::Exec {
+        let exec = Request::Exec(Exec {
             id: 7,
             program: Bytes(b"/bin/sh".to_vec()),
             args: vec![Bytes(b"-c".to_vec()), Bytes(vec![0xff, 0])],
@@ -83,7 +83,7 @@ mod tests {
             cwd: Some(Bytes(b"/".to_vec())),
             terminal: Some(WindowSize { rows: 24, cols: 80 }),
             stdin: false,
-        };
+        });
         let done = Reply::Done {
             id: 7,
             status: ExitStatus::Signaled(9),

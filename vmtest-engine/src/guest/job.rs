@@ -17,25 +17,15 @@ use std::os::unix::ffi::OsStrExt;
 use super::cgroup::{Cgroups, JobCgroup};
 use super::fd;
 use super::TestRunner;
-use crate::contract::messages::{to_line, JobId, Stream, WindowSize};
+use crate::contract::messages::{to_line, Exec, JobId, Stream, WindowSize};
 
 /// In a test's child, the descriptor its verdict is written to.
 const VERDICT_FD: RawFd = 3;
 
 /// What to run.
 pub(super) enum Spec<'a> {
-    Test {
-        name: &'a str,
-        runner: TestRunner,
-    },
-    Program {
-        program: &'a [u8],
-        args: &'a [Vec<u8>],
-        env: Option<&'a [Vec<u8>]>,
-        cwd: Option<&'a [u8]>,
-        terminal: Option<WindowSize>,
-        stdin: bool,
-    },
+    Test { name: &'a str, runner: TestRunner },
+    Program(&'a Exec),
 }
 
 /// A running (or just ended) job, as the server tracks it.
@@ -93,18 +83,11 @@ pub(super) fn spawn(id: JobId, spec: &Spec, cgroups: Option<&Cgroups>) -> io::Re
         .transpose()?;
     match spec {
         Spec::Test { name, runner } => spawn_test(id, name, *runner, procs, cgroup),
-        Spec::Program {
-            program,
-            args,
-            env,
-            cwd,
-            terminal,
-            stdin,
-        } => {
-            let exec = Exec::new(program, args, *env, *cwd)?;
-            match terminal {
-                Some(size) => spawn_in_terminal(id, exec, *size, procs, cgroup),
-                None => spawn_with_pipes(id, exec, *stdin, procs, cgroup),
+        Spec::Program(exec) => {
+            let program = Program::new(exec)?;
+            match exec.terminal {
+                Some(size) => spawn_in_terminal(id, program, size, procs, cgroup),
+                None => spawn_with_pipes(id, program, exec.stdin, procs, cgroup),
             }
         }
     }
@@ -154,7 +137,7 @@ fn spawn_test(
 
 fn spawn_with_pipes(
     id: JobId,
-    exec: Exec,
+    program: Program,
     stdin: bool,
     procs: Option<CString>,
     cgroup: Option<JobCgroup>,
@@ -175,7 +158,7 @@ fn spawn_with_pipes(
             (stdout_write.as_raw_fd(), 1),
             (stderr_write.as_raw_fd(), 2),
         ]);
-        exec.run()
+        program.run()
     }
     drop((stdout_write, stderr_write, stdin_read));
     fd::set_nonblocking(&stdout_read)?;
@@ -202,7 +185,7 @@ fn spawn_with_pipes(
 
 fn spawn_in_terminal(
     id: JobId,
-    exec: Exec,
+    program: Program,
     size: WindowSize,
     procs: Option<CString>,
     cgroup: Option<JobCgroup>,
@@ -221,7 +204,7 @@ fn spawn_in_terminal(
             fail_in_child("cannot open the terminal", 126);
         }
         redirect(&[(slave, 0), (slave, 1), (slave, 2)]);
-        exec.run()
+        program.run()
     }
     let input = master.try_clone()?;
     fd::set_nonblocking(&master)?;
@@ -297,30 +280,27 @@ pub(super) fn resize(master: RawFd, size: WindowSize) -> io::Result<()> {
 }
 
 /// A program ready to exec, its strings prepared before the fork.
-struct Exec {
+struct Program {
     program: CString,
     argv: Vec<CString>,
     env: Option<Vec<CString>>,
     cwd: Option<CString>,
 }
 
-impl Exec {
-    fn new(
-        program: &[u8],
-        args: &[Vec<u8>],
-        env: Option<&[Vec<u8>]>,
-        cwd: Option<&[u8]>,
-    ) -> io::Result<Exec> {
-        Ok(Exec {
-            program: c_string(program)?,
-            argv: std::iter::once(program)
-                .chain(args.iter().map(Vec::as_slice))
-                .map(c_string)
+impl Program {
+    fn new(exec: &Exec) -> io::Result<Program> {
+        Ok(Program {
+            program: c_string(&exec.program.0)?,
+            argv: std::iter::once(&exec.program)
+                .chain(&exec.args)
+                .map(|arg| c_string(&arg.0))
                 .collect::<io::Result<_>>()?,
-            env: env
-                .map(|env| env.iter().map(|var| c_string(var)).collect())
+            env: exec
+                .env
+                .as_ref()
+                .map(|env| env.iter().map(|var| c_string(&var.0)).collect())
                 .transpose()?,
-            cwd: cwd.map(c_string).transpose()?,
+            cwd: exec.cwd.as_ref().map(|cwd| c_string(&cwd.0)).transpose()?,
         })
     }
 

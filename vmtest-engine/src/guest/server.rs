@@ -180,28 +180,7 @@ impl Server {
                     message: "this server runs commands, not tests".into(),
                 }),
             },
-            Request::Exec {
-                id,
-                program,
-                args,
-                env,
-                cwd,
-                terminal,
-                stdin,
-            } => {
-                let args: Vec<Vec<u8>> = args.into_iter().map(|arg| arg.0).collect();
-                let env: Option<Vec<Vec<u8>>> =
-                    env.map(|env| env.into_iter().map(|var| var.0).collect());
-                let spec = Spec::Program {
-                    program: &program.0,
-                    args: &args,
-                    env: env.as_deref(),
-                    cwd: cwd.as_ref().map(|cwd| cwd.0.as_slice()),
-                    terminal,
-                    stdin,
-                };
-                self.start_job(id, &spec)
-            }
+            Request::Exec(exec) => self.start_job(exec.id, &Spec::Program(&exec)),
             Request::Input { id, data } => {
                 if let Some(input) = self.job_mut(id).and_then(|job| job.input.as_mut()) {
                     input.pending.extend_from_slice(&data.0);

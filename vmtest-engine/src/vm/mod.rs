@@ -161,7 +161,17 @@ impl Vm {
             shares: spec.shares,
         });
         let mut qemu = QemuProcess::spawn(&spec.settings.qemu_binary, args, &paths.qemu_log)?;
-        let stream = connect(&paths.control, &mut qemu, deadline).map_err(BootError::Connect)?;
+        let stream = match connect(&paths.control, &mut qemu, deadline) {
+            Ok(stream) => stream,
+            // QEMU itself was that slow: the boot counts as hung.
+            Err(error) if error.kind() == io::ErrorKind::TimedOut => {
+                return Err(BootError::Hung {
+                    timeout: spec.settings.boot_timeout,
+                    details: Details::new(qemu.stderr(), &read_console(&paths.console)),
+                });
+            }
+            Err(error) => return Err(BootError::Connect(error)),
+        };
         let reader = stream.try_clone().map_err(BootError::Connect)?;
         let shared = Arc::new(Shared {
             vm: id,
@@ -499,7 +509,8 @@ impl Paths {
 }
 
 /// Connects to QEMU's end of the control port, which QEMU creates as it
-/// starts; fails at once if QEMU exits first.
+/// starts (no event says when: it is looked for every few milliseconds);
+/// fails at once if QEMU exits first, with `TimedOut` at the deadline.
 fn connect(socket: &Path, qemu: &mut QemuProcess, deadline: Instant) -> io::Result<UnixStream> {
     loop {
         match UnixStream::connect(socket) {
@@ -510,7 +521,7 @@ fn connect(socket: &Path, qemu: &mut QemuProcess, deadline: Instant) -> io::Resu
                     return Err(io::Error::other(format!("QEMU exited ({status}): {said}")));
                 }
                 if Instant::now() >= deadline {
-                    return Err(error);
+                    return Err(io::Error::new(io::ErrorKind::TimedOut, error));
                 }
                 std::thread::sleep(Duration::from_millis(5));
             }
