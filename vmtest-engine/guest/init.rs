@@ -459,18 +459,45 @@ fn mount_cgroup2() -> Result<()> {
     Ok(())
 }
 
-/// A host directory shared over 9p, at its own path.
+/// A host directory shared over 9p, where the host asked.
 fn mount_share(share: &Share) -> Result<()> {
-    let target = contract::under(Path::new(NEWROOT), &share.path);
-    if !target.is_dir() {
-        return Err(format!(
-            "shared directory {} is not a directory on the host",
-            share.path.display()
-        ));
-    }
+    let target = contract::under(Path::new(NEWROOT), &share.guest_path);
+    make_mount_point(&target).map_err(|err| {
+        format!("cannot mount a shared directory at {}: {err}", share.guest_path.display())
+    })?;
     let flags = if share.writable { 0 } else { MS_RDONLY };
     mount(&share.tag, &target, "9p", flags, SHARE_9P_OPTIONS)
-        .map_err(|err| nine_p_error(&share.tag, &share.path, &err))
+        .map_err(|err| nine_p_error(&share.tag, &share.guest_path, &err))
+}
+
+/// Makes `target` a directory to mount on. The root is read-only: a missing
+/// directory can be made in a tmpfs (`/tmp`, `/run`), or under `/mnt`,
+/// which then becomes a tmpfs of its own if it is empty on the host (as
+/// danobi/vmtest makes it one), and nowhere else.
+fn make_mount_point(target: &Path) -> Result<()> {
+    if target.is_dir() {
+        return Ok(());
+    }
+    let mnt = Path::new(NEWROOT).join("mnt");
+    match fs::create_dir_all(target) {
+        Ok(()) => return Ok(()),
+        Err(err) if !target.starts_with(&mnt) => {
+            return Err(format!(
+                "{err} (the guest's root is read-only: use a path that exists on the host, or \
+                 one under /mnt, /tmp or /run)"
+            ))
+        }
+        Err(_) => {}
+    }
+    let empty = fs::read_dir(&mnt).map(|mut entries| entries.next().is_none());
+    if !matches!(empty, Ok(true)) {
+        return Err("/mnt is not an empty directory on the host, so it cannot become a tmpfs \
+                    for mount points: use a path that exists on the host"
+            .into());
+    }
+    mount("tmpfs", &mnt, "tmpfs", TMP, "mode=0755")
+        .and_then(|()| fs::create_dir_all(target))
+        .map_err(|err| err.to_string())
 }
 
 /// Explains the two usual ways a 9p mount fails.

@@ -9,11 +9,7 @@ use std::time::{Duration, Instant};
 
 use crate::cache;
 use crate::cleanup;
-use crate::contract::boot::{
-    BootParams, ServerCommand, Share, GUEST_TMP, SERVER_VAR, SHARE_TAG_PREFIX,
-};
 use crate::contract::messages::{Bytes, Exec, JobId, Request, WindowSize};
-use crate::contract::SHARED_DIR_VAR;
 use crate::error::SetupError;
 use crate::events::{Event, Reporter};
 use crate::outcome::Finished;
@@ -134,19 +130,12 @@ impl Engine {
                 source,
             })?;
         let allowed = Allowed::new(settings.allowed_splats.as_deref())?;
-        let shares = vec![Share {
-            tag: format!("{SHARE_TAG_PREFIX}0"),
-            path: shared_dir.path().to_path_buf(),
-            writable: true,
-        }];
-        let mut boot_line = boot_params(server, &shares).encode().into_bytes();
-        boot_line.push(b'\n');
         let pool = Pool::new(Context {
             settings,
             reporter: Arc::clone(&reporter),
             run_dir,
-            shares,
-            boot_line,
+            server,
+            shared_dir: shared_dir.path().to_path_buf(),
         });
         Ok(Engine {
             pool,
@@ -216,67 +205,6 @@ impl Engine {
     }
 }
 
-/// What the init needs: the server with the variables the guest side
-/// reads, and the host paths under `/tmp` that must be visible.
-fn boot_params(server: GuestServer, shares: &[Share]) -> BootParams {
-    let mut env: Vec<OsString> = server
-        .env
-        .into_iter()
-        .filter(|var| {
-            let key = var
-                .as_bytes()
-                .split(|&byte| byte == b'=')
-                .next()
-                .unwrap_or_default();
-            ![SERVER_VAR, "TMPDIR", SHARED_DIR_VAR]
-                .contains(&OsStr::from_bytes(key).to_str().unwrap_or(""))
-        })
-        .collect();
-    env.push(format!("{SERVER_VAR}=1").into());
-    // The host's TMPDIR may not exist in the guest, whose /tmp is its own.
-    env.push(format!("TMPDIR={GUEST_TMP}").into());
-    if let Some(share) = shares.first() {
-        let mut var = OsString::from(format!("{SHARED_DIR_VAR}="));
-        var.push(&share.path);
-        env.push(var);
-    }
-    let needed = [server.program.as_path(), server.cwd.as_path()]
-        .into_iter()
-        .chain(shares.iter().map(|share| share.path.as_path()));
-    BootParams {
-        tmp_binds: tmp_binds(needed),
-        shares: shares.to_vec(),
-        server: ServerCommand {
-            program: server.program,
-            args: server.args,
-            env,
-            cwd: server.cwd,
-        },
-    }
-}
-
-/// For each path under the host's `/tmp`, the entry of `/tmp` it is in,
-/// once: binding those makes the paths visible in the guest's own `/tmp`.
-fn tmp_binds<'a>(paths: impl IntoIterator<Item = &'a Path>) -> Vec<PathBuf> {
-    let tmp = Path::new(GUEST_TMP);
-    let mut binds: Vec<PathBuf> = Vec::new();
-    for path in paths {
-        let path = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
-        let Some(first) = path
-            .strip_prefix(tmp)
-            .ok()
-            .and_then(|rest| rest.iter().next())
-        else {
-            continue;
-        };
-        let bind = tmp.join(first);
-        if !binds.contains(&bind) {
-            binds.push(bind);
-        }
-    }
-    binds
-}
-
 /// The request that starts `work` as job `id`.
 fn request(id: JobId, work: &Work) -> Request {
     let bytes = |text: &OsStr| Bytes(text.as_bytes().to_vec());
@@ -297,59 +225,5 @@ fn request(id: JobId, work: &Work) -> Request {
             terminal: command.terminal,
             stdin: false,
         }),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn paths_under_tmp_are_bound_by_their_first_component() {
-        let binds = tmp_binds([
-            Path::new("/tmp/x/target/debug/deps/kernels-1"),
-            Path::new("/tmp/x/examples/basics"),
-            Path::new("/home/u/crate"),
-            Path::new("/tmp/y"),
-            Path::new("/tmp"),
-        ]);
-        assert_eq!(binds, [PathBuf::from("/tmp/x"), PathBuf::from("/tmp/y")]);
-    }
-
-    #[test]
-    fn the_server_gets_the_guest_side_variables_and_loses_stale_ones() {
-        let server = GuestServer {
-            program: "/tmp/c/target/debug/deps/kernels-1".into(),
-            args: Vec::new(),
-            env: vec![
-                "HOME=/root".into(),
-                "TMPDIR=/tmp/host-only".into(),
-                format!("{SERVER_VAR}=0").into(),
-            ],
-            cwd: "/home/u/c".into(),
-        };
-        let shares = [Share {
-            tag: "vmtest_share0".into(),
-            path: "/home/u/c/target/vmtest/shared/run-1-a".into(),
-            writable: true,
-        }];
-        let params = boot_params(server, &shares);
-        let env: Vec<String> = params
-            .server
-            .env
-            .iter()
-            .map(|var| var.to_string_lossy().into_owned())
-            .collect();
-        assert_eq!(
-            env,
-            [
-                "HOME=/root".to_string(),
-                format!("{SERVER_VAR}=1"),
-                "TMPDIR=/tmp".into(),
-                format!("{SHARED_DIR_VAR}=/home/u/c/target/vmtest/shared/run-1-a"),
-            ]
-        );
-        assert_eq!(params.tmp_binds, [PathBuf::from("/tmp/c")]);
-        assert_eq!(params.shares, shares);
     }
 }

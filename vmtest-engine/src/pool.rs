@@ -4,13 +4,14 @@
 //! down at the end.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
 use std::time::Instant;
 
-use crate::boot;
-use crate::contract::boot::Share;
+use crate::boot::{self, params};
+use crate::engine::GuestServer;
 use crate::error::SetupError;
 use crate::events::{Event, Reporter, VmId};
 use crate::run_dir::RunDir;
@@ -26,9 +27,10 @@ pub(crate) struct Context {
     pub settings: Settings,
     pub reporter: Arc<dyn Reporter>,
     pub run_dir: RunDir,
-    pub shares: Vec<Share>,
-    /// The init's boot parameters, encoded, with their newline.
-    pub boot_line: Vec<u8>,
+    /// What the guest init starts.
+    pub server: GuestServer,
+    /// The run's shared directory.
+    pub shared_dir: PathBuf,
 }
 
 /// The run's VMs.
@@ -178,13 +180,16 @@ impl Pool {
             },
         )?;
         let cmdline = boot::kernel_cmdline(&shape.kernel_args, settings.verbose);
+        let layout = params::layout(shape, &context.server, &context.shared_dir);
+        let mut boot_line = layout.params.encode().into_bytes();
+        boot_line.push(b'\n');
         let spec = BootSpec {
             settings,
             media: &media,
             shape,
             cmdline: &cmdline,
-            shares: &context.shares,
-            boot_line: &context.boot_line,
+            exports: &layout.exports,
+            boot_line: &boot_line,
         };
         let boot_error = |source| SetupError::Boot {
             shape: Arc::clone(shape),

@@ -29,6 +29,29 @@ pub struct VmShape {
     pub cpus: u32,
     /// Added at the end of the guest kernel's command line.
     pub kernel_args: String,
+    /// The directory the guest sees as `/`, read-only: the host's own root
+    /// by default.
+    pub root: PathBuf,
+    /// More host directories the guest mounts.
+    pub mounts: Vec<Mount>,
+    /// QEMU for this VM, instead of `VMTEST_QEMU`'s.
+    pub qemu_binary: Option<PathBuf>,
+    /// Added to QEMU's command line.
+    pub qemu_args: Vec<String>,
+    /// QEMU's `-cpu` under KVM, instead of `host`.
+    pub kvm_cpu: Option<String>,
+}
+
+/// A host directory mounted in the guest over 9p.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Mount {
+    /// Where the guest sees it, absolute. A path missing from the guest's
+    /// read-only root may be under `/mnt` (which becomes a tmpfs for it),
+    /// `/tmp` or `/run`.
+    pub guest_path: PathBuf,
+    /// The host directory, absolute.
+    pub host_path: PathBuf,
+    pub writable: bool,
 }
 
 impl VmShape {
@@ -40,6 +63,11 @@ impl VmShape {
             memory_mib: DEFAULT_MEMORY_MIB,
             cpus: DEFAULT_CPUS,
             kernel_args: String::new(),
+            root: PathBuf::from("/"),
+            mounts: Vec::new(),
+            qemu_binary: None,
+            qemu_args: Vec::new(),
+            kvm_cpu: None,
         }
     }
 

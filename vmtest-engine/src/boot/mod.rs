@@ -5,6 +5,7 @@
 pub(crate) mod bzimage;
 mod initramfs;
 pub(crate) mod modules;
+pub(crate) mod params;
 #[cfg(test)]
 pub(crate) mod test_kernels;
 mod vmlinux;

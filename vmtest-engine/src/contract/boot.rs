@@ -60,13 +60,13 @@ pub const INIT_FAILED: &str = "vmtest-init failed ";
 /// Starts the host's [`BootParams`] line.
 pub const BOOT: &str = "vmtest-boot";
 
-/// A host directory shared with the guest over 9p, at the same path.
+/// A host directory the guest mounts over 9p (QEMU exports it under the tag).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Share {
     /// The 9p tag ([`SHARE_TAG_PREFIX`] and an index).
     pub tag: String,
-    /// The directory, absolute, the same on both sides.
-    pub path: PathBuf,
+    /// Where the guest mounts it, absolute.
+    pub guest_path: PathBuf,
     /// Whether the guest may write to it.
     pub writable: bool,
 }
@@ -108,7 +108,7 @@ impl BootParams {
         for share in &self.shares {
             let mode: &[u8] = if share.writable { b"rw" } else { b"ro" };
             word("share-tag", share.tag.as_bytes());
-            word("share-path", share.path.as_os_str().as_bytes());
+            word("share-guest", share.guest_path.as_os_str().as_bytes());
             word("share-mode", mode);
         }
         word("program", self.server.program.as_os_str().as_bytes());
@@ -138,9 +138,9 @@ impl BootParams {
             match key {
                 "bind" => params.tmp_binds.push(absolute(key, bytes)?),
                 "share-tag" => share.0 = Some(String::from_utf8_lossy(&bytes).into_owned()),
-                "share-path" => share.1 = Some(absolute(key, bytes)?),
+                "share-guest" => share.1 = Some(absolute(key, bytes)?),
                 "share-mode" => {
-                    let (Some(tag), Some(path)) = (share.0.take(), share.1.take()) else {
+                    let (Some(tag), Some(guest_path)) = (share.0.take(), share.1.take()) else {
                         return Err("boot line: share-mode before its tag and path".into());
                     };
                     let writable = match bytes.as_slice() {
@@ -150,7 +150,7 @@ impl BootParams {
                     };
                     params.shares.push(Share {
                         tag,
-                        path,
+                        guest_path,
                         writable,
                     });
                 }

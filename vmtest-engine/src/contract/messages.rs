@@ -32,7 +32,7 @@ pub enum Request {
     /// Kill the job and everything it started.
     Kill { id: JobId },
     /// Answer with [`Reply::Pong`]: the host's liveness check.
-    Ping { seq: u64 },
+    Ping,
 }
 
 /// A program to run, as [`Request::Exec`] carries it.
@@ -83,7 +83,7 @@ pub enum Reply {
         verdict: Option<Verdict>,
     },
     /// The answer to [`Request::Ping`].
-    Pong { seq: u64 },
+    Pong,
 }
 
 /// Which of the job's outputs.

@@ -24,12 +24,12 @@ mod tests {
             shares: vec![
                 Share {
                     tag: format!("{SHARE_TAG_PREFIX}0"),
-                    path: PathBuf::from("/home/u/target/vmtest/run 1/shared"),
+                    guest_path: PathBuf::from("/home/u/target/vmtest/run 1/shared"),
                     writable: true,
                 },
                 Share {
                     tag: format!("{SHARE_TAG_PREFIX}1"),
-                    path: PathBuf::from("/data"),
+                    guest_path: PathBuf::from("/mnt/vmtest"),
                     writable: false,
                 },
             ],
@@ -99,13 +99,13 @@ mod tests {
         let line = to_line(&exec);
         assert_eq!(line.iter().filter(|&&byte| byte == b'\n').count(), 1);
         assert_eq!(serde_json::from_slice::<Request>(&line).unwrap(), exec);
-        for reply in [done, output, Reply::Ready, Reply::Pong { seq: 3 }] {
+        for reply in [done, output, Reply::Ready, Reply::Pong] {
             let line = to_line(&reply);
             assert_eq!(serde_json::from_slice::<Reply>(&line).unwrap(), reply);
         }
         assert_eq!(
-            String::from_utf8(to_line(&Request::Ping { seq: 1 })).unwrap(),
-            "{\"request\":\"ping\",\"seq\":1}\n"
+            String::from_utf8(to_line(&Request::Ping)).unwrap(),
+            "{\"request\":\"ping\"}\n"
         );
     }
 }

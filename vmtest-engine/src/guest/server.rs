@@ -166,7 +166,7 @@ impl Server {
 
     fn handle(&mut self, request: Request) -> io::Result<()> {
         match request {
-            Request::Ping { seq } => self.send(&Reply::Pong { seq }),
+            Request::Ping => self.send(&Reply::Pong),
             Request::Run { id, test } => match self.tests {
                 Some(runner) => self.start_job(
                     id,

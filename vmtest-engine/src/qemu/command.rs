@@ -6,7 +6,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use crate::accel::Accel;
-use crate::contract::boot::{Share, CONTROL_PORT, ROOT_TAG};
+use crate::boot::params::Export;
+use crate::contract::boot::{CONTROL_PORT, ROOT_TAG};
 
 /// Everything that decides one VM's command line.
 #[derive(Debug, Clone)]
@@ -17,23 +18,30 @@ pub(crate) struct QemuConfig<'a> {
     pub memory_mib: u32,
     pub cpus: u32,
     pub accel: Accel,
+    /// `-cpu` under KVM, instead of `host`.
+    pub kvm_cpu: Option<&'a str>,
+    /// The directory the guest sees as `/`.
+    pub root: &'a Path,
+    pub exports: &'a [Export],
     pub console_log: &'a Path,
     pub control_socket: &'a Path,
     pub monitor_socket: &'a Path,
-    pub shares: &'a [Share],
+    /// Added last, as given (a target's `extra_args`).
+    pub extra: &'a [String],
 }
 
 /// The full argument list, without the binary.
 pub(crate) fn arguments(config: &QemuConfig) -> Vec<OsString> {
     [
         base(),
-        machine(config.accel, config.cpus, config.memory_mib),
+        machine(config),
         kernel(config.kernel, config.initramfs, config.kernel_cmdline),
         console(config.console_log),
-        host_root(),
-        shares(config.shares),
+        root(config.root),
+        exports(config.exports),
         control_port(config.control_socket),
         monitor(config.monitor_socket),
+        config.extra.iter().map(OsString::from).collect(),
     ]
     .concat()
 }
@@ -55,18 +63,23 @@ fn base() -> Vec<OsString> {
     ])
 }
 
-fn machine(accel: Accel, cpus: u32, memory_mib: u32) -> Vec<OsString> {
+fn machine(config: &QemuConfig) -> Vec<OsString> {
+    let accel = config.accel;
+    let cpu = match (accel, config.kvm_cpu) {
+        (Accel::Kvm, Some(cpu)) => cpu,
+        _ => accel.cpu_model(),
+    };
     os(&[
         "-machine",
         "pc",
         "-accel",
         accel.qemu_accel(),
         "-cpu",
-        accel.cpu_model(),
+        cpu,
         "-smp",
-        &cpus.to_string(),
+        &config.cpus.to_string(),
         "-m",
-        &format!("{memory_mib}M"),
+        &format!("{}M", config.memory_mib),
     ])
 }
 
@@ -91,29 +104,29 @@ fn console(log: &Path) -> Vec<OsString> {
     ]
 }
 
-/// The host's `/`, read-only: a guest can never damage the host.
-/// `multidevs=remap` keeps inode numbers unique across host mounts.
-fn host_root() -> Vec<OsString> {
-    vec![
-        "-virtfs".into(),
-        format!(
-            "local,id=root,path=/,mount_tag={ROOT_TAG},security_model=none,readonly=on,multidevs=remap"
-        )
-        .into(),
-    ]
+/// The guest's root (the host's `/` by default), read-only: a guest can
+/// never damage the host. `multidevs=remap` keeps inode numbers unique
+/// across host mounts.
+fn root(path: &Path) -> Vec<OsString> {
+    let mut spec = option_list("local,id=root,path=", path);
+    spec.push(format!(
+        ",mount_tag={ROOT_TAG},security_model=none,readonly=on,multidevs=remap"
+    ));
+    vec!["-virtfs".into(), spec]
 }
 
-/// Host directories the guest mounts at the same paths, each with its tag.
-fn shares(shares: &[Share]) -> Vec<OsString> {
-    shares
+/// Host directories the guest mounts, each under its tag.
+fn exports(exports: &[Export]) -> Vec<OsString> {
+    exports
         .iter()
-        .flat_map(|share| {
-            let mut spec = option_list(&format!("local,id={},path=", share.tag), &share.path);
+        .flat_map(|export| {
+            let mut spec =
+                option_list(&format!("local,id={},path=", export.tag), &export.host_path);
             spec.push(format!(
                 ",mount_tag={},security_model=none,multidevs=remap",
-                share.tag
+                export.tag
             ));
-            if !share.writable {
+            if !export.writable {
                 spec.push(",readonly=on");
             }
             ["-virtfs".into(), spec]
@@ -168,15 +181,15 @@ fn option_list(prefix: &str, path: &Path) -> OsString {
 mod tests {
     use super::*;
 
-    fn share(path: &str, writable: bool) -> Share {
-        Share {
+    fn export(path: &str, writable: bool) -> Export {
+        Export {
             tag: "vmtest_share0".into(),
-            path: path.into(),
+            host_path: path.into(),
             writable,
         }
     }
 
-    fn config<'a>(shares: &'a [Share]) -> QemuConfig<'a> {
+    fn config<'a>(exports: &'a [Export]) -> QemuConfig<'a> {
         QemuConfig {
             kernel: Path::new("/k/vmlinuz"),
             initramfs: Path::new("/cache/initramfs.cpio"),
@@ -184,10 +197,13 @@ mod tests {
             memory_mib: 512,
             cpus: 2,
             accel: Accel::Tcg,
+            kvm_cpu: Some("host,-avx512f"),
+            root: Path::new("/"),
+            exports,
             console_log: Path::new("/run/vm/console.log"),
             control_socket: Path::new("/run/vm/control.sock"),
             monitor_socket: Path::new("/run/vm/qmp.sock"),
-            shares,
+            extra: &[],
         }
     }
 
@@ -200,8 +216,8 @@ mod tests {
 
     #[test]
     fn the_command_line_has_each_part_once() {
-        let shares = [share("/t/vmtest/shared", true)];
-        let args = arguments(&config(&shares));
+        let exports = [export("/t/vmtest/shared", true)];
+        let args = arguments(&config(&exports));
         assert_eq!(args[0], "-nodefaults");
         assert!(args.iter().any(|arg| arg == "-no-reboot"));
         assert_eq!(after(&args, "-accel"), ["tcg,thread=single"]);
@@ -235,9 +251,30 @@ mod tests {
     }
 
     #[test]
+    fn a_target_may_change_the_root_the_kvm_cpu_and_add_arguments() {
+        let extra = ["-device".to_string(), "virtio-rng-pci".to_string()];
+        let config = QemuConfig {
+            root: Path::new("/srv/rootfs"),
+            accel: Accel::Kvm,
+            extra: &extra,
+            ..config(&[])
+        };
+        let args = arguments(&config);
+        assert_eq!(after(&args, "-cpu"), ["host,-avx512f"]);
+        assert!(after(&args, "-virtfs")[0].starts_with("local,id=root,path=/srv/rootfs,"));
+        assert_eq!(&args[args.len() - 2..], ["-device", "virtio-rng-pci"]);
+        // Under TCG the KVM model does not apply.
+        let tcg = QemuConfig {
+            accel: Accel::Tcg,
+            ..config
+        };
+        assert_eq!(after(&arguments(&tcg), "-cpu"), ["max"]);
+    }
+
+    #[test]
     fn commas_in_paths_are_doubled_and_read_only_shares_say_so() {
-        let shares = [share("/odd,dir/shared", false)];
-        let args = arguments(&config(&shares));
+        let exports = [export("/odd,dir/shared", false)];
+        let args = arguments(&config(&exports));
         assert_eq!(
             after(&args, "-virtfs")[1],
             "local,id=vmtest_share0,path=/odd,,dir/shared,mount_tag=vmtest_share0,security_model=none,multidevs=remap,readonly=on"

@@ -170,7 +170,7 @@ fn apply(state: &mut State, vm: VmId, reply: Reply) -> Vec<Event> {
             state.phase = Phase::Ready;
             Vec::new()
         }
-        Reply::Pong { .. } => Vec::new(),
+        Reply::Pong => Vec::new(),
         Reply::Started { id } => match state.jobs.get_mut(&id) {
             Some(job) => {
                 job.started = true;

@@ -22,8 +22,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use crate::boot::params::Export;
 use crate::boot::BootMedia;
-use crate::contract::boot::Share;
 use crate::contract::boot::SERVER_EXITED;
 use crate::contract::messages::{JobId, Request};
 use crate::error::SetupError;
@@ -102,7 +102,7 @@ pub(crate) struct BootSpec<'a> {
     pub media: &'a BootMedia,
     pub shape: &'a Arc<VmShape>,
     pub cmdline: &'a str,
-    pub shares: &'a [Share],
+    pub exports: &'a [Export],
     /// The init's boot parameters, encoded, with their newline.
     pub boot_line: &'a [u8],
 }
@@ -148,19 +148,27 @@ impl Vm {
         let started = Instant::now();
         let deadline = started + spec.settings.boot_timeout;
         let paths = Paths::new(dir.path());
+        let shape = spec.shape;
         let args = command::arguments(&QemuConfig {
             kernel: &spec.media.kernel,
             initramfs: &spec.media.initramfs,
             kernel_cmdline: spec.cmdline,
-            memory_mib: spec.shape.memory_mib,
-            cpus: spec.shape.cpus,
+            memory_mib: shape.memory_mib,
+            cpus: shape.cpus,
             accel: spec.settings.accel.accel,
+            kvm_cpu: shape.kvm_cpu.as_deref(),
+            root: &shape.root,
+            exports: spec.exports,
             console_log: &paths.console,
             control_socket: &paths.control,
             monitor_socket: &paths.monitor,
-            shares: spec.shares,
+            extra: &shape.qemu_args,
         });
-        let mut qemu = QemuProcess::spawn(&spec.settings.qemu_binary, args, &paths.qemu_log)?;
+        let binary = shape
+            .qemu_binary
+            .as_ref()
+            .unwrap_or(&spec.settings.qemu_binary);
+        let mut qemu = QemuProcess::spawn(binary, args, &paths.qemu_log)?;
         let stream = match connect(&paths.control, &mut qemu, deadline) {
             Ok(stream) => stream,
             // QEMU itself was that slow: the boot counts as hung.
@@ -417,7 +425,7 @@ impl Shared {
                 continue;
             }
             if liveness.ping_due() {
-                if let Err(error) = self.link.send(&Request::Ping { seq: 0 }) {
+                if let Err(error) = self.link.send(&Request::Ping) {
                     return self.die(DeathCause::Connection(error));
                 }
             }
