@@ -472,32 +472,23 @@ fn mount_share(share: &Share) -> Result<()> {
 
 /// Makes `target` a directory to mount on. The root is read-only: a missing
 /// directory can be made in a tmpfs (`/tmp`, `/run`), or under `/mnt`,
-/// which then becomes a tmpfs of its own if it is empty on the host (as
-/// danobi/vmtest makes it one), and nowhere else.
+/// which then becomes a tmpfs of the guest's own (as danobi/vmtest makes
+/// it), and nowhere else.
 fn make_mount_point(target: &Path) -> Result<()> {
     if target.is_dir() {
         return Ok(());
     }
     let mnt = Path::new(NEWROOT).join("mnt");
     match fs::create_dir_all(target) {
-        Ok(()) => return Ok(()),
-        Err(err) if !target.starts_with(&mnt) => {
-            return Err(format!(
-                "{err} (the guest's root is read-only: use a path that exists on the host, or \
-                 one under /mnt, /tmp or /run)"
-            ))
-        }
-        Err(_) => {}
+        Ok(()) => Ok(()),
+        Err(_) if target.starts_with(&mnt) => mount("tmpfs", &mnt, "tmpfs", TMP, "mode=0755")
+            .and_then(|()| fs::create_dir_all(target))
+            .map_err(|err| format!("make {} a tmpfs: {err}", mnt.display())),
+        Err(err) => Err(format!(
+            "{err} (the guest's root is read-only: use a path that exists on the host, or one \
+             under /mnt, /tmp or /run)"
+        )),
     }
-    let empty = fs::read_dir(&mnt).map(|mut entries| entries.next().is_none());
-    if !matches!(empty, Ok(true)) {
-        return Err("/mnt is not an empty directory on the host, so it cannot become a tmpfs \
-                    for mount points: use a path that exists on the host"
-            .into());
-    }
-    mount("tmpfs", &mnt, "tmpfs", TMP, "mode=0755")
-        .and_then(|()| fs::create_dir_all(target))
-        .map_err(|err| err.to_string())
 }
 
 /// Explains the two usual ways a 9p mount fails.

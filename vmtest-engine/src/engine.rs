@@ -4,13 +4,15 @@ use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::mpsc::Receiver;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::cache;
 use crate::cleanup;
 use crate::contract::messages::{Bytes, Exec, JobId, Request, WindowSize};
 use crate::error::SetupError;
+use crate::image::{self, ImageJob};
 use crate::events::{Event, Reporter};
 use crate::outcome::Finished;
 use crate::pool::{Context, Pool};
@@ -86,8 +88,22 @@ pub struct Command {
     pub env: Option<Vec<OsString>>,
     /// `None`: the host's working directory.
     pub cwd: Option<PathBuf>,
-    /// Run it in a terminal of this size.
+    /// Run it in a terminal of this size (fed by [`Engine::run_interactive`]).
     pub terminal: Option<WindowSize>,
+    /// Whether [`Engine::run_interactive`]'s input is its stdin (else
+    /// `/dev/null`; a terminal is always fed).
+    pub stdin: bool,
+}
+
+/// What an interactive job is sent while it runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Input {
+    /// Bytes for its stdin or terminal.
+    Bytes(Vec<u8>),
+    /// Its terminal has a new size.
+    Resize(WindowSize),
+    /// The end of its stdin.
+    Close,
 }
 
 /// A run: VMs booted as jobs need them, shared by jobs of the same shape,
@@ -161,11 +177,21 @@ impl Engine {
     /// dies before the job's process starts is replaced, and the job runs in
     /// the next one.
     pub fn run(&self, job: Job) -> Finished {
+        self.run_with_input(job, None)
+    }
+
+    /// [`Engine::run`], sending the job what arrives on `input` (keys for a
+    /// terminal, bytes for stdin) while it runs.
+    pub fn run_interactive(&self, job: Job, input: Receiver<Input>) -> Finished {
+        self.run_with_input(job, Some(&Mutex::new(input)))
+    }
+
+    fn run_with_input(&self, job: Job, input: Option<&Mutex<Receiver<Input>>>) -> Finished {
         let started = Instant::now();
         let id: JobId = self.next_job.fetch_add(1, Ordering::Relaxed);
         let name: Arc<str> = Arc::from(job.name.as_str());
         let finished = match Allowed::new(job.allowed_splats.iter().map(String::as_str)) {
-            Ok(allowed) => self.attempt(id, &name, &job, &allowed.and(&self.allowed), started),
+            Ok(allowed) => self.attempt(id, &name, &job, &allowed.and(&self.allowed), input, started),
             Err(error) => Finished::setup_failed(Arc::new(error), started.elapsed()),
         };
         let finished = Arc::new(finished);
@@ -183,6 +209,7 @@ impl Engine {
         name: &Arc<str>,
         job: &Job,
         allowed: &Allowed,
+        input: Option<&Mutex<Receiver<Input>>>,
         started: Instant,
     ) -> Finished {
         let request = request(id, &job.work);
@@ -191,12 +218,25 @@ impl Engine {
                 Ok(reservation) => reservation,
                 Err(error) => return Finished::setup_failed(error, started.elapsed()),
             };
-            match reservation.run(id, Arc::clone(name), &request, job.timeout, allowed) {
+            match reservation.run(id, Arc::clone(name), &request, job.timeout, allowed, input) {
                 Attempt::Finished(finished) => return finished,
                 // The VM died before the job started: the pool replaces it.
                 Attempt::NotStarted => continue,
             }
         }
+    }
+
+    /// Boots `job`'s disk image, runs its command through the image's own
+    /// guest agent, and shuts the image down.
+    pub fn run_image(&self, job: ImageJob) -> Finished {
+        let id: JobId = self.next_job.fetch_add(1, Ordering::Relaxed);
+        let finished = Arc::new(image::run(self.pool.context(), self.pool.next_vm(), id, &job));
+        self.reporter.report(&Event::JobFinished {
+            job: id,
+            name: Arc::from(job.name.as_str()),
+            finished: Arc::clone(&finished),
+        });
+        Arc::unwrap_or_clone(finished)
     }
 
     /// Shuts every VM down. The run's files go when the engine is dropped.
@@ -223,7 +263,7 @@ fn request(id: JobId, work: &Work) -> Request {
                 .map(|env| env.iter().map(|var| bytes(var)).collect()),
             cwd: command.cwd.as_ref().map(|cwd| bytes(cwd.as_os_str())),
             terminal: command.terminal,
-            stdin: false,
+            stdin: command.stdin,
         }),
     }
 }

@@ -38,6 +38,17 @@ pub enum SetupError {
          (the deaths are reported above)"
     )]
     GaveUp { shape: Arc<VmShape>, deaths: u32 },
+    #[error("the image {image} did not come up")]
+    ImageBoot {
+        image: PathBuf,
+        #[source]
+        source: BootError,
+    },
+    #[error(
+        "no UEFI firmware found: install OVMF (Debian/Ubuntu: apt-get install ovmf) or give \
+         `bios` in the target's [target.vm]"
+    )]
+    NoFirmware,
     #[error("cannot tell which binary serves the guest, or the working directory")]
     Server(#[source] std::io::Error),
     #[error("the guest could not start the job: {0}")]

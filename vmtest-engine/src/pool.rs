@@ -71,6 +71,16 @@ impl Pool {
         })
     }
 
+    /// What every boot of the run shares.
+    pub(crate) fn context(&self) -> &Context {
+        &self.context
+    }
+
+    /// A new VM's number.
+    pub(crate) fn next_vm(&self) -> VmId {
+        self.next_vm.fetch_add(1, Ordering::Relaxed)
+    }
+
     /// A slot in a live VM of `shape`, booting or replacing the VM as needed.
     pub(crate) fn acquire(&self, shape: &VmShape) -> Result<Reservation, Arc<SetupError>> {
         let slot = self.slot(shape);
@@ -198,7 +208,7 @@ impl Pool {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let vm = self.next_vm.fetch_add(1, Ordering::Relaxed);
+            let vm = self.next_vm();
             context.reporter.report(&Event::VmBooting {
                 vm,
                 shape: Arc::clone(shape),

@@ -7,39 +7,70 @@ use std::path::Path;
 
 use crate::accel::Accel;
 use crate::boot::params::Export;
-use crate::contract::boot::{CONTROL_PORT, ROOT_TAG};
+use crate::contract::boot::ROOT_TAG;
 
 /// Everything that decides one VM's command line.
 #[derive(Debug, Clone)]
 pub(crate) struct QemuConfig<'a> {
-    pub kernel: &'a Path,
-    pub initramfs: &'a Path,
-    pub kernel_cmdline: &'a str,
-    pub memory_mib: u32,
-    pub cpus: u32,
-    pub accel: Accel,
-    /// `-cpu` under KVM, instead of `host`.
-    pub kvm_cpu: Option<&'a str>,
-    /// The directory the guest sees as `/`.
-    pub root: &'a Path,
+    pub machine: Machine<'a>,
+    pub boot: Boot<'a>,
     pub exports: &'a [Export],
+    /// Virtio-serial ports: name in the guest, socket on the host.
+    pub ports: &'a [(&'a str, &'a Path)],
     pub console_log: &'a Path,
-    pub control_socket: &'a Path,
     pub monitor_socket: &'a Path,
     /// Added last, as given (a target's `extra_args`).
     pub extra: &'a [String],
+}
+
+/// The virtual machine itself.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Machine<'a> {
+    pub accel: Accel,
+    /// `-cpu` under KVM, instead of `host`.
+    pub kvm_cpu: Option<&'a str>,
+    pub cpus: u32,
+    pub memory_mib: u32,
+}
+
+/// What the VM boots.
+#[derive(Debug, Clone)]
+pub(crate) enum Boot<'a> {
+    /// A kernel and our initramfs, on a 9p root.
+    Kernel {
+        kernel: &'a Path,
+        initramfs: &'a Path,
+        cmdline: &'a str,
+        /// The directory the guest sees as `/`.
+        root: &'a Path,
+    },
+    /// A whole disk image, never written to (`snapshot=on`).
+    Image {
+        image: &'a Path,
+        /// `qcow2` or `raw`.
+        format: &'a str,
+        firmware: Option<Firmware<'a>>,
+    },
+}
+
+/// UEFI firmware.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Firmware<'a> {
+    /// A whole firmware image (`OVMF.fd`), given as `-bios`.
+    Bios(&'a Path),
+    /// Firmware code alone (`OVMF_CODE.fd`), as read-only flash.
+    Flash(&'a Path),
 }
 
 /// The full argument list, without the binary.
 pub(crate) fn arguments(config: &QemuConfig) -> Vec<OsString> {
     [
         base(),
-        machine(config),
-        kernel(config.kernel, config.initramfs, config.kernel_cmdline),
+        machine(&config.machine),
+        boot(&config.boot),
         console(config.console_log),
-        root(config.root),
         exports(config.exports),
-        control_port(config.control_socket),
+        ports(config.ports),
         monitor(config.monitor_socket),
         config.extra.iter().map(OsString::from).collect(),
     ]
@@ -63,9 +94,9 @@ fn base() -> Vec<OsString> {
     ])
 }
 
-fn machine(config: &QemuConfig) -> Vec<OsString> {
-    let accel = config.accel;
-    let cpu = match (accel, config.kvm_cpu) {
+fn machine(machine: &Machine) -> Vec<OsString> {
+    let accel = machine.accel;
+    let cpu = match (accel, machine.kvm_cpu) {
         (Accel::Kvm, Some(cpu)) => cpu,
         _ => accel.cpu_model(),
     };
@@ -77,21 +108,50 @@ fn machine(config: &QemuConfig) -> Vec<OsString> {
         "-cpu",
         cpu,
         "-smp",
-        &config.cpus.to_string(),
+        &machine.cpus.to_string(),
         "-m",
-        &format!("{}M", config.memory_mib),
+        &format!("{}M", machine.memory_mib),
     ])
 }
 
-fn kernel(image: &Path, initramfs: &Path, cmdline: &str) -> Vec<OsString> {
-    vec![
-        "-kernel".into(),
-        image.into(),
-        "-initrd".into(),
-        initramfs.into(),
-        "-append".into(),
-        cmdline.into(),
-    ]
+fn boot(boot: &Boot) -> Vec<OsString> {
+    match boot {
+        Boot::Kernel {
+            kernel,
+            initramfs,
+            cmdline,
+            root,
+        } => {
+            let mut args: Vec<OsString> = vec![
+                "-kernel".into(),
+                kernel.into(),
+                "-initrd".into(),
+                initramfs.into(),
+                "-append".into(),
+                cmdline.into(),
+            ];
+            args.extend(host_root(root));
+            args
+        }
+        Boot::Image {
+            image,
+            format,
+            firmware,
+        } => {
+            let mut drive = option_list("file=", image);
+            drive.push(format!(",format={format},if=virtio,snapshot=on"));
+            let mut args: Vec<OsString> = vec!["-drive".into(), drive];
+            match firmware {
+                Some(Firmware::Bios(path)) => args.extend(["-bios".into(), path.into()]),
+                Some(Firmware::Flash(path)) => {
+                    let flash = option_list("if=pflash,format=raw,readonly=on,file=", path);
+                    args.extend(["-drive".into(), flash]);
+                }
+                None => {}
+            }
+            args
+        }
+    }
 }
 
 /// The guest's serial console goes to a file, whose tail explains crashes.
@@ -107,7 +167,7 @@ fn console(log: &Path) -> Vec<OsString> {
 /// The guest's root (the host's `/` by default), read-only: a guest can
 /// never damage the host. `multidevs=remap` keeps inode numbers unique
 /// across host mounts.
-fn root(path: &Path) -> Vec<OsString> {
+fn host_root(path: &Path) -> Vec<OsString> {
     let mut spec = option_list("local,id=root,path=", path);
     spec.push(format!(
         ",mount_tag={ROOT_TAG},security_model=none,readonly=on,multidevs=remap"
@@ -134,16 +194,19 @@ fn exports(exports: &[Export]) -> Vec<OsString> {
         .collect()
 }
 
-/// The control port: the init's handshake, then the test server's protocol.
-fn control_port(socket: &Path) -> Vec<OsString> {
-    vec![
-        "-device".into(),
-        "virtio-serial-pci".into(),
-        "-chardev".into(),
-        socket_chardev("control", socket),
-        "-device".into(),
-        format!("virtserialport,chardev=control,name={CONTROL_PORT}").into(),
-    ]
+/// Virtio-serial ports, each to a unix socket QEMU listens on.
+fn ports(ports: &[(&str, &Path)]) -> Vec<OsString> {
+    let mut args: Vec<OsString> = vec!["-device".into(), "virtio-serial-pci".into()];
+    for (index, (name, socket)) in ports.iter().enumerate() {
+        let id = format!("port{index}");
+        args.extend([
+            "-chardev".into(),
+            socket_chardev(&id, socket),
+            "-device".into(),
+            format!("virtserialport,chardev={id},name={name}").into(),
+        ]);
+    }
+    args
 }
 
 fn monitor(socket: &Path) -> Vec<OsString> {
@@ -189,19 +252,25 @@ mod tests {
         }
     }
 
+    const PORTS: &[(&str, &Path)] = &[("org.vmtest.control.0", Path::new("/run/vm/control.sock"))];
+
     fn config<'a>(exports: &'a [Export]) -> QemuConfig<'a> {
         QemuConfig {
-            kernel: Path::new("/k/vmlinuz"),
-            initramfs: Path::new("/cache/initramfs.cpio"),
-            kernel_cmdline: "console=ttyS0 panic=-1",
-            memory_mib: 512,
-            cpus: 2,
-            accel: Accel::Tcg,
-            kvm_cpu: Some("host,-avx512f"),
-            root: Path::new("/"),
+            machine: Machine {
+                accel: Accel::Tcg,
+                kvm_cpu: Some("host,-avx512f"),
+                cpus: 2,
+                memory_mib: 512,
+            },
+            boot: Boot::Kernel {
+                kernel: Path::new("/k/vmlinuz"),
+                initramfs: Path::new("/cache/initramfs.cpio"),
+                cmdline: "console=ttyS0 panic=-1",
+                root: Path::new("/"),
+            },
             exports,
+            ports: PORTS,
             console_log: Path::new("/run/vm/console.log"),
-            control_socket: Path::new("/run/vm/control.sock"),
             monitor_socket: Path::new("/run/vm/qmp.sock"),
             extra: &[],
         }
@@ -221,6 +290,7 @@ mod tests {
         assert_eq!(args[0], "-nodefaults");
         assert!(args.iter().any(|arg| arg == "-no-reboot"));
         assert_eq!(after(&args, "-accel"), ["tcg,thread=single"]);
+        assert_eq!(after(&args, "-cpu"), ["max"]);
         assert_eq!(after(&args, "-smp"), ["2"]);
         assert_eq!(after(&args, "-m"), ["512M"]);
         assert_eq!(after(&args, "-kernel"), ["/k/vmlinuz"]);
@@ -237,7 +307,7 @@ mod tests {
             after(&args, "-chardev"),
             [
                 "file,id=console,path=/run/vm/console.log",
-                "socket,id=control,path=/run/vm/control.sock,server=on,wait=off",
+                "socket,id=port0,path=/run/vm/control.sock,server=on,wait=off",
                 "socket,id=monitor,path=/run/vm/qmp.sock,server=on,wait=off",
             ]
         );
@@ -245,7 +315,7 @@ mod tests {
             after(&args, "-device"),
             [
                 "virtio-serial-pci",
-                "virtserialport,chardev=control,name=org.vmtest.control.0",
+                "virtserialport,chardev=port0,name=org.vmtest.control.0",
             ]
         );
     }
@@ -254,8 +324,16 @@ mod tests {
     fn a_target_may_change_the_root_the_kvm_cpu_and_add_arguments() {
         let extra = ["-device".to_string(), "virtio-rng-pci".to_string()];
         let config = QemuConfig {
-            root: Path::new("/srv/rootfs"),
-            accel: Accel::Kvm,
+            machine: Machine {
+                accel: Accel::Kvm,
+                ..config(&[]).machine
+            },
+            boot: Boot::Kernel {
+                kernel: Path::new("/k"),
+                initramfs: Path::new("/i"),
+                cmdline: "",
+                root: Path::new("/srv/rootfs"),
+            },
             extra: &extra,
             ..config(&[])
         };
@@ -263,12 +341,30 @@ mod tests {
         assert_eq!(after(&args, "-cpu"), ["host,-avx512f"]);
         assert!(after(&args, "-virtfs")[0].starts_with("local,id=root,path=/srv/rootfs,"));
         assert_eq!(&args[args.len() - 2..], ["-device", "virtio-rng-pci"]);
-        // Under TCG the KVM model does not apply.
-        let tcg = QemuConfig {
-            accel: Accel::Tcg,
-            ..config
+    }
+
+    #[test]
+    fn an_image_is_a_drive_never_written_and_uefi_its_firmware() {
+        let boot = Boot::Image {
+            image: Path::new("/images/disk,1.qcow2"),
+            format: "qcow2",
+            firmware: Some(Firmware::Flash(Path::new("/usr/share/OVMF/OVMF_CODE.fd"))),
         };
-        assert_eq!(after(&arguments(&tcg), "-cpu"), ["max"]);
+        let args = arguments(&QemuConfig { boot, ..config(&[]) });
+        assert_eq!(
+            after(&args, "-drive"),
+            [
+                "file=/images/disk,,1.qcow2,format=qcow2,if=virtio,snapshot=on",
+                "if=pflash,format=raw,readonly=on,file=/usr/share/OVMF/OVMF_CODE.fd",
+            ]
+        );
+        assert!(after(&args, "-kernel").is_empty() && after(&args, "-virtfs").is_empty());
+        let bios = Boot::Image {
+            image: Path::new("/d.img"),
+            format: "raw",
+            firmware: Some(Firmware::Bios(Path::new("/usr/share/ovmf/OVMF.fd"))),
+        };
+        assert_eq!(after(&arguments(&QemuConfig { boot: bios, ..config(&[]) }), "-bios"), ["/usr/share/ovmf/OVMF.fd"]);
     }
 
     #[test]

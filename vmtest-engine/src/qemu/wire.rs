@@ -19,7 +19,7 @@ const SYNC_SENTINEL: u8 = 0xFF;
 
 /// A failure talking to QMP or the guest agent.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum WireError {
+pub enum WireError {
     #[error("{peer}: connection failed")]
     Io {
         peer: &'static str,

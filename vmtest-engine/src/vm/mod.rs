@@ -14,22 +14,25 @@ mod liveness;
 
 pub use details::Details;
 
-use details::read_console;
+pub(crate) use details::read_console;
 
 use std::io::{self, BufRead, BufReader};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crate::boot::params::Export;
 use crate::boot::BootMedia;
-use crate::contract::boot::SERVER_EXITED;
-use crate::contract::messages::{JobId, Request};
+use crate::contract::boot::{CONTROL_PORT, SERVER_EXITED};
+use crate::contract::messages::{Bytes, JobId, Request};
+use crate::engine::Input;
 use crate::error::SetupError;
 use crate::events::{Event, Reporter, VmId};
 use crate::outcome::{Finished, Outcome};
-use crate::qemu::command::{self, QemuConfig};
+use crate::qemu::command::{self, Machine, QemuConfig};
 use crate::qemu::monitor::Monitor;
 use crate::qemu::process::{QemuProcess, SpawnError};
 use crate::run_dir::VmDir;
@@ -44,6 +47,8 @@ use self::liveness::{Liveness, DEAD_AFTER};
 const EXIT_GRACE: Duration = Duration::from_secs(2);
 /// How long a killed job may take to be reported.
 const KILL_GRACE: Duration = Duration::from_secs(5);
+/// How often an interactive job's input forwarder looks whether it has ended.
+const INPUT_POLL: Duration = Duration::from_millis(100);
 /// How often the reader thread wakes without messages, to keep the heartbeat.
 const TICK: Duration = Duration::from_millis(100);
 /// How long QEMU may take to quit when asked.
@@ -94,6 +99,19 @@ pub enum BootError {
     /// has been seen to hang under TCG).
     #[error("the guest was not ready within {timeout:?} of QEMU starting{details}")]
     Hung { timeout: Duration, details: Details },
+    #[error(
+        "the image's guest agent did not answer within {timeout:?} of QEMU starting: does the \
+         image run qemu-guest-agent at boot? (a slow image may need a longer \
+         VMTEST_BOOT_TIMEOUT){details}"
+    )]
+    AgentSilent { timeout: Duration, details: Details },
+    #[error("QEMU exited ({status}) before the image's guest agent answered{details}")]
+    ImageExited { status: String, details: Details },
+    #[error("talking to the image's guest agent failed: {error}{details}")]
+    Agent {
+        error: crate::qemu::WireError,
+        details: Details,
+    },
 }
 
 /// Everything one boot needs.
@@ -150,17 +168,21 @@ impl Vm {
         let paths = Paths::new(dir.path());
         let shape = spec.shape;
         let args = command::arguments(&QemuConfig {
-            kernel: &spec.media.kernel,
-            initramfs: &spec.media.initramfs,
-            kernel_cmdline: spec.cmdline,
-            memory_mib: shape.memory_mib,
-            cpus: shape.cpus,
-            accel: spec.settings.accel.accel,
-            kvm_cpu: shape.kvm_cpu.as_deref(),
-            root: &shape.root,
+            machine: Machine {
+                accel: spec.settings.accel.accel,
+                kvm_cpu: shape.kvm_cpu.as_deref(),
+                cpus: shape.cpus,
+                memory_mib: shape.memory_mib,
+            },
+            boot: command::Boot::Kernel {
+                kernel: &spec.media.kernel,
+                initramfs: &spec.media.initramfs,
+                cmdline: spec.cmdline,
+                root: &shape.root,
+            },
             exports: spec.exports,
+            ports: &[(CONTROL_PORT, &paths.control)],
             console_log: &paths.console,
-            control_socket: &paths.control,
             monitor_socket: &paths.monitor,
             extra: &shape.qemu_args,
         });
@@ -256,6 +278,46 @@ impl Reservation {
     /// Runs one job: sends `request` (whose id is `id`), streams its output
     /// as events, and waits for its end, killing it after `timeout`.
     pub(crate) fn run(
+        &self,
+        id: JobId,
+        name: Arc<str>,
+        request: &Request,
+        timeout: Option<Duration>,
+        allowed: &Allowed,
+        input: Option<&Mutex<Receiver<Input>>>,
+    ) -> Attempt {
+        let ended = AtomicBool::new(false);
+        std::thread::scope(|scope| {
+            if let Some(input) = input {
+                scope.spawn(|| self.forward(id, input, &ended));
+            }
+            let attempt = self.wait_for(id, name, request, timeout, allowed);
+            ended.store(true, Ordering::Relaxed);
+            attempt
+        })
+    }
+
+    /// Sends the job what arrives on `input` until it has ended.
+    fn forward(&self, id: JobId, input: &Mutex<Receiver<Input>>, ended: &AtomicBool) {
+        let input = input.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        while !ended.load(Ordering::Relaxed) {
+            let request = match input.recv_timeout(INPUT_POLL) {
+                Ok(Input::Bytes(data)) => Request::Input {
+                    id,
+                    data: Bytes(data),
+                },
+                Ok(Input::Resize(size)) => Request::Resize { id, size },
+                Ok(Input::Close) => Request::CloseInput { id },
+                Err(RecvTimeoutError::Timeout) => continue,
+                Err(RecvTimeoutError::Disconnected) => return,
+            };
+            // A failed send means the VM is going away: the reader says why.
+            let _ = self.vm.shared.link.send(&request);
+        }
+    }
+
+    /// Sends `request` and waits for the job's end.
+    fn wait_for(
         &self,
         id: JobId,
         name: Arc<str>,

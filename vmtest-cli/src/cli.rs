@@ -1,0 +1,199 @@
+//! The command line, and what it asks for: a one-liner, an interactive
+//! shell, or the targets of a `vmtest.toml`.
+
+use std::path::{Path, PathBuf};
+
+use clap::Parser;
+use regex::Regex;
+
+use crate::config::{self, Boot, Target, DEFAULT_CPUS, DEFAULT_MEMORY_MIB};
+use crate::kernel::default_kernel;
+
+const AFTER_HELP: &str = "\
+With a COMMAND (or `-` for an interactive shell), runs it in a guest booted from
+KERNEL; without one, runs every [[target]] of ./vmtest.toml (or -c FILE).
+
+Exit codes: the command's for one target (128 + N if signal N killed it, 69 if
+the VM could not be brought up); the number of failed targets for several;
+64 for a bad command line or configuration.
+
+Environment:
+  VMTEST_KERNEL   the kernel when -k is not given
+  VMTEST_NO_UI    plain lines even on a terminal
+  VMTEST_ACCEL, VMTEST_QEMU, VMTEST_BOOT_TIMEOUT, VMTEST_CACHE_DIR: see the README";
+
+/// Run a command, or every target of a vmtest.toml, under a chosen Linux kernel.
+#[derive(Parser, Debug)]
+#[command(name = "vmtest", version, after_help = AFTER_HELP)]
+pub struct Args {
+    /// The configuration file (default: ./vmtest.toml)
+    #[arg(short, long, conflicts_with_all = ["kernel", "kargs", "rootfs", "arch", "qemu_command", "kvm_cpu_args"])]
+    pub config: Option<PathBuf>,
+    /// Run only the targets whose name matches this regular expression
+    #[arg(short, long, default_value = ".*")]
+    pub filter: String,
+    /// The kernel to boot (default: VMTEST_KERNEL, the newest kernel
+    /// scripts/setup.sh fetched, or the host's /boot/vmlinuz-$(uname -r))
+    #[arg(short, long)]
+    pub kernel: Option<PathBuf>,
+    /// More kernel command-line arguments
+    #[arg(long)]
+    pub kargs: Option<String>,
+    /// The guest's root directory (default: the host's /, read-only)
+    #[arg(short, long)]
+    pub rootfs: Option<PathBuf>,
+    /// The guest's architecture (only the host's can be booted)
+    #[arg(short, long)]
+    pub arch: Option<String>,
+    /// The QEMU binary
+    #[arg(short, long)]
+    pub qemu_command: Option<PathBuf>,
+    /// QEMU's -cpu under KVM (default: host)
+    #[arg(long)]
+    pub kvm_cpu_args: Option<String>,
+    /// The command, run by `bash -c` in the current directory; `-` for an
+    /// interactive shell
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub command: Vec<String>,
+}
+
+/// What to run.
+#[derive(Debug)]
+pub enum Mode {
+    /// One target, from the command line; `note` says which kernel was
+    /// chosen, when it was not given.
+    OneLiner { target: Target, note: Option<String> },
+    /// An interactive shell in a guest.
+    Shell { target: Target, note: Option<String> },
+    /// The targets of a configuration file, and its directory.
+    Config { targets: Vec<Target>, dir: PathBuf },
+}
+
+/// A mistake on the command line or in the configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum UsageError {
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    #[error("{0}")]
+    Other(String),
+}
+
+impl Args {
+    /// What the arguments ask for, checked.
+    pub fn mode(&self, cwd: &Path) -> Result<Mode, UsageError> {
+        let one_liner = !self.command.is_empty() || self.kernel.is_some();
+        if !one_liner {
+            let file = self.config.clone().unwrap_or_else(|| cwd.join("vmtest.toml"));
+            let file = cwd.join(file);
+            let filter = Regex::new(&self.filter)
+                .map_err(|error| UsageError::Other(format!("-f {:?} is not a regular expression: {error}", self.filter)))?;
+            let targets: Vec<Target> = config::load(&file)?
+                .into_iter()
+                .filter(|target| filter.is_match(&target.name))
+                .collect();
+            if targets.is_empty() {
+                return Err(UsageError::Other(format!("no target of {} matches -f {:?}", file.display(), self.filter)));
+            }
+            let dir = file.parent().map_or_else(|| cwd.to_path_buf(), Path::to_path_buf);
+            return Ok(Mode::Config { targets, dir });
+        }
+        if self.command.is_empty() {
+            return Err(UsageError::Other(
+                "no command: give one after the options (`vmtest -k KERNEL uname -r`), or `-` for a shell".into(),
+            ));
+        }
+        if let Some(arch) = &self.arch {
+            if arch != std::env::consts::ARCH {
+                return Err(UsageError::Other(format!(
+                    "--arch {arch:?} cannot be booted here: vmtest boots {} guests only",
+                    std::env::consts::ARCH
+                )));
+            }
+        }
+        let (kernel, note) = match &self.kernel {
+            Some(kernel) => (cwd.join(kernel), None),
+            None => {
+                let chosen = default_kernel(|var| std::env::var(var).ok()).map_err(UsageError::Other)?;
+                let note = format!("kernel {} ({})", chosen.kernel.display(), chosen.because);
+                (cwd.join(chosen.kernel), Some(note))
+            }
+        };
+        if !kernel.is_file() {
+            let why = if kernel.is_dir() { "is a directory" } else { "does not exist" };
+            return Err(UsageError::Other(format!("kernel {} {why}", kernel.display())));
+        }
+        let rootfs = self.rootfs.as_ref().map_or_else(|| PathBuf::from("/"), |rootfs| cwd.join(rootfs));
+        if !rootfs.is_dir() {
+            return Err(UsageError::Other(format!("rootfs {} is not a directory", rootfs.display())));
+        }
+        let shell = self.command == ["-"];
+        let target = Target {
+            name: kernel
+                .file_name()
+                .map_or_else(|| "vmtest".into(), |name| name.to_string_lossy().into_owned()),
+            line: 0,
+            boot: Boot::Kernel {
+                kernel,
+                kernel_args: self.kargs.clone().unwrap_or_default(),
+                rootfs,
+            },
+            // As danobi/vmtest: the words, joined, are shell code for bash.
+            command: self.command.join(" "),
+            cpus: DEFAULT_CPUS,
+            memory_mib: DEFAULT_MEMORY_MIB,
+            mounts: Vec::new(),
+            qemu_command: self.qemu_command.clone(),
+            extra_args: Vec::new(),
+            kvm_cpu_args: self.kvm_cpu_args.clone(),
+        };
+        Ok(match shell {
+            true => Mode::Shell { target, note },
+            false => Mode::OneLiner { target, note },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(words: &[&str]) -> Args {
+        Args::try_parse_from(std::iter::once("vmtest").chain(words.iter().copied())).unwrap()
+    }
+
+    #[test]
+    fn words_after_the_options_are_the_command() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("bzImage"), "").unwrap();
+        let mode = args(&["-k", "bzImage", "uname", "-r"]).mode(dir.path()).unwrap();
+        let Mode::OneLiner { target, note } = mode else { panic!("{mode:?}") };
+        assert_eq!(target.command, "uname -r");
+        assert_eq!(note, None);
+        assert!(matches!(args(&["-k", "bzImage", "-"]).mode(dir.path()).unwrap(), Mode::Shell { .. }));
+        let error = args(&["-k", "missing", "true"]).mode(dir.path()).unwrap_err();
+        assert!(error.to_string().ends_with("missing does not exist"), "{error}");
+        let error = args(&["-k", "bzImage"]).mode(dir.path()).unwrap_err();
+        assert!(error.to_string().starts_with("no command"), "{error}");
+    }
+
+    #[test]
+    fn without_a_command_the_configuration_is_read_and_filtered() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("k"), "").unwrap();
+        std::fs::write(
+            dir.path().join("vmtest.toml"),
+            "[[target]]\nname = \"one\"\nkernel = \"k\"\ncommand = \"true\"\n\
+             [[target]]\nname = \"two\"\nkernel = \"k\"\ncommand = \"true\"\n",
+        )
+        .unwrap();
+        let Mode::Config { targets, dir: base } = args(&["-f", "^t"]).mode(dir.path()).unwrap() else {
+            panic!("not config mode");
+        };
+        assert_eq!(targets.len(), 1);
+        assert_eq!(targets[0].name, "two");
+        assert_eq!(base, dir.path());
+        let error = args(&["-f", "zzz"]).mode(dir.path()).unwrap_err();
+        assert!(error.to_string().contains("no target of"), "{error}");
+        assert!(Args::try_parse_from(["vmtest", "-c", "x.toml", "-k", "k", "true"]).is_err());
+    }
+}

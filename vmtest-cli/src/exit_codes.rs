@@ -1,0 +1,18 @@
+//! What `vmtest` exits with.
+//!
+//! | code | when |
+//! |---|---|
+//! | the command's | one target: its command's exit code |
+//! | 128 + N | one target: its command was killed by signal N, as shells report it |
+//! | 69 | one target: the VM could not be brought up (`EX_UNAVAILABLE`, as danobi/vmtest) |
+//! | N | several targets: how many failed (at most 100) |
+//! | 64 | the command line or the configuration is wrong (`EX_USAGE`); nothing booted |
+
+/// The VM could not be brought up (sysexits.h `EX_UNAVAILABLE`).
+pub const UNAVAILABLE: i32 = 69;
+/// Bad command line or configuration (sysexits.h `EX_USAGE`).
+pub const USAGE: i32 = 64;
+/// A command killed by signal N exits with this plus N.
+pub const SIGNAL_BASE: i32 = 128;
+/// Several targets: the count of failures, at most this.
+pub const MAX_FAILED: i32 = 100;

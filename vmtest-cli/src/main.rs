@@ -1,0 +1,22 @@
+//! `vmtest`: runs a command, or every target of a `vmtest.toml`, in QEMU
+//! guests booted from chosen Linux kernels. See `cli` for the command line
+//! and `exit_codes` for what it exits with.
+
+mod cli;
+mod config;
+mod exit_codes;
+mod image;
+mod kernel;
+mod plan;
+mod run;
+mod shell;
+mod ui;
+
+use clap::Parser;
+
+fn main() {
+    // In a guest, this binary is the test server that runs the commands.
+    vmtest_engine::serve_if_requested(None);
+    let code = run::main(cli::Args::parse());
+    std::process::exit(code)
+}

@@ -1,0 +1,144 @@
+//! The unattended face: plain lines, easy to grep in a CI log.
+//!
+//! vmtest's own lines start with `vmtest:` and go to stderr. With one
+//! target, the command's output passes through untouched; with several,
+//! each line of it starts with `[target name] `, on the stream it was
+//! written to. A summary in file order ends the run.
+
+use std::io::Write;
+use std::sync::{Mutex, MutexGuard};
+
+use super::{Face, Stage, Verdict};
+
+pub struct Plain {
+    names: Vec<String>,
+    single: bool,
+    state: Mutex<State>,
+}
+
+struct State {
+    /// Per target, per stream (stdout, stderr): bytes after the last newline.
+    partial: Vec<[Vec<u8>; 2]>,
+    verdicts: Vec<Option<Verdict>>,
+}
+
+impl Plain {
+    pub fn new(names: Vec<String>, single: bool) -> Plain {
+        let count = names.len();
+        Plain {
+            names,
+            single,
+            state: Mutex::new(State {
+                partial: vec![[Vec::new(), Vec::new()]; count],
+                verdicts: vec![None; count],
+            }),
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// `vmtest: [name] ` (or `vmtest: ` with one target).
+    fn prefix(&self, index: usize) -> String {
+        match self.single {
+            true => "vmtest: ".into(),
+            false => format!("vmtest: [{}] ", self.names[index]),
+        }
+    }
+
+    /// Writes whole lines of `data` with the target's name before each.
+    fn lines(&self, index: usize, stderr: bool, partial: &mut Vec<u8>, data: &[u8], flush: bool) {
+        partial.extend_from_slice(data);
+        let end = match flush {
+            true => partial.len(),
+            false => partial.iter().rposition(|&byte| byte == b'\n').map_or(0, |at| at + 1),
+        };
+        if end == 0 {
+            return;
+        }
+        let mut text = Vec::new();
+        for line in partial[..end].split_inclusive(|&byte| byte == b'\n') {
+            text.extend_from_slice(format!("[{}] ", self.names[index]).as_bytes());
+            text.extend_from_slice(line);
+            if line.last() != Some(&b'\n') {
+                text.push(b'\n');
+            }
+        }
+        partial.drain(..end);
+        let _ = match stderr {
+            true => std::io::stderr().lock().write_all(&text),
+            false => std::io::stdout().lock().write_all(&text),
+        };
+    }
+}
+
+impl Face for Plain {
+    fn stage(&self, index: usize, stage: &Stage) {
+        let prefix = self.prefix(index);
+        match stage {
+            Stage::Waiting => {}
+            Stage::Booting { what } => eprintln!("{prefix}{what}"),
+            Stage::Running => eprintln!("{prefix}running"),
+            Stage::Done(verdict) => {
+                let mut state = self.state();
+                if !self.single {
+                    for stream in 0..2 {
+                        let mut partial = std::mem::take(&mut state.partial[index][stream]);
+                        self.lines(index, stream == 1, &mut partial, &[], true);
+                    }
+                }
+                for splat in &verdict.splats {
+                    eprintln!("{prefix}the guest kernel logged a splat:\n{}", splat.text);
+                }
+                match (verdict.passed, self.single) {
+                    (true, true) => {}
+                    (true, false) => eprintln!("{prefix}PASS ({:.1?})", verdict.duration),
+                    (false, _) => eprintln!("{prefix}FAIL: {}", verdict.reason),
+                }
+                state.verdicts[index] = Some(verdict.clone());
+            }
+        }
+    }
+
+    fn output(&self, index: usize, stderr: bool, data: &[u8]) {
+        if self.single {
+            let _ = match stderr {
+                true => std::io::stderr().lock().write_all(data),
+                false => std::io::stdout().lock().write_all(data),
+            };
+            return;
+        }
+        let mut state = self.state();
+        let mut partial = std::mem::take(&mut state.partial[index][usize::from(stderr)]);
+        self.lines(index, stderr, &mut partial, data, false);
+        state.partial[index][usize::from(stderr)] = partial;
+    }
+
+    fn notice(&self, text: &str) {
+        eprintln!("vmtest: {text}");
+    }
+
+    fn finish(&self) {
+        if self.single {
+            return;
+        }
+        let state = self.state();
+        let failed: Vec<&str> = self
+            .names
+            .iter()
+            .zip(&state.verdicts)
+            .filter(|(_, verdict)| !verdict.as_ref().is_some_and(|verdict| verdict.passed))
+            .map(|(name, _)| name.as_str())
+            .collect();
+        match failed.as_slice() {
+            [] => eprintln!("vmtest: all {} targets passed", self.names.len()),
+            failed => eprintln!(
+                "vmtest: {} of {} targets failed: {}",
+                failed.len(),
+                self.names.len(),
+                failed.join(", ")
+            ),
+        }
+    }
+}
