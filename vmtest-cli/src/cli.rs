@@ -62,9 +62,15 @@ pub struct Args {
 pub enum Mode {
     /// One target, from the command line; `note` says which kernel was
     /// chosen, when it was not given.
-    OneLiner { target: Target, note: Option<String> },
+    OneLiner {
+        target: Target,
+        note: Option<String>,
+    },
     /// An interactive shell in a guest.
-    Shell { target: Target, note: Option<String> },
+    Shell {
+        target: Target,
+        note: Option<String>,
+    },
     /// The targets of a configuration file, and its directory.
     Config { targets: Vec<Target>, dir: PathBuf },
 }
@@ -83,18 +89,31 @@ impl Args {
     pub fn mode(&self, cwd: &Path) -> Result<Mode, UsageError> {
         let one_liner = !self.command.is_empty() || self.kernel.is_some();
         if !one_liner {
-            let file = self.config.clone().unwrap_or_else(|| cwd.join("vmtest.toml"));
+            let file = self
+                .config
+                .clone()
+                .unwrap_or_else(|| cwd.join("vmtest.toml"));
             let file = cwd.join(file);
-            let filter = Regex::new(&self.filter)
-                .map_err(|error| UsageError::Other(format!("-f {:?} is not a regular expression: {error}", self.filter)))?;
+            let filter = Regex::new(&self.filter).map_err(|error| {
+                UsageError::Other(format!(
+                    "-f {:?} is not a regular expression: {error}",
+                    self.filter
+                ))
+            })?;
             let targets: Vec<Target> = config::load(&file)?
                 .into_iter()
                 .filter(|target| filter.is_match(&target.name))
                 .collect();
             if targets.is_empty() {
-                return Err(UsageError::Other(format!("no target of {} matches -f {:?}", file.display(), self.filter)));
+                return Err(UsageError::Other(format!(
+                    "no target of {} matches -f {:?}",
+                    file.display(),
+                    self.filter
+                )));
             }
-            let dir = file.parent().map_or_else(|| cwd.to_path_buf(), Path::to_path_buf);
+            let dir = file
+                .parent()
+                .map_or_else(|| cwd.to_path_buf(), Path::to_path_buf);
             return Ok(Mode::Config { targets, dir });
         }
         if self.command.is_empty() {
@@ -113,24 +132,39 @@ impl Args {
         let (kernel, note) = match &self.kernel {
             Some(kernel) => (cwd.join(kernel), None),
             None => {
-                let chosen = default_kernel(|var| std::env::var(var).ok()).map_err(UsageError::Other)?;
+                let chosen =
+                    default_kernel(|var| std::env::var(var).ok()).map_err(UsageError::Other)?;
                 let note = format!("kernel {} ({})", chosen.kernel.display(), chosen.because);
                 (cwd.join(chosen.kernel), Some(note))
             }
         };
         if !kernel.is_file() {
-            let why = if kernel.is_dir() { "is a directory" } else { "does not exist" };
-            return Err(UsageError::Other(format!("kernel {} {why}", kernel.display())));
+            let why = if kernel.is_dir() {
+                "is a directory"
+            } else {
+                "does not exist"
+            };
+            return Err(UsageError::Other(format!(
+                "kernel {} {why}",
+                kernel.display()
+            )));
         }
-        let rootfs = self.rootfs.as_ref().map_or_else(|| PathBuf::from("/"), |rootfs| cwd.join(rootfs));
+        let rootfs = self
+            .rootfs
+            .as_ref()
+            .map_or_else(|| PathBuf::from("/"), |rootfs| cwd.join(rootfs));
         if !rootfs.is_dir() {
-            return Err(UsageError::Other(format!("rootfs {} is not a directory", rootfs.display())));
+            return Err(UsageError::Other(format!(
+                "rootfs {} is not a directory",
+                rootfs.display()
+            )));
         }
         let shell = self.command == ["-"];
         let target = Target {
-            name: kernel
-                .file_name()
-                .map_or_else(|| "vmtest".into(), |name| name.to_string_lossy().into_owned()),
+            name: kernel.file_name().map_or_else(
+                || "vmtest".into(),
+                |name| name.to_string_lossy().into_owned(),
+            ),
             line: 0,
             boot: Boot::Kernel {
                 kernel,
@@ -165,13 +199,25 @@ mod tests {
     fn words_after_the_options_are_the_command() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("bzImage"), "").unwrap();
-        let mode = args(&["-k", "bzImage", "uname", "-r"]).mode(dir.path()).unwrap();
-        let Mode::OneLiner { target, note } = mode else { panic!("{mode:?}") };
+        let mode = args(&["-k", "bzImage", "uname", "-r"])
+            .mode(dir.path())
+            .unwrap();
+        let Mode::OneLiner { target, note } = mode else {
+            panic!("{mode:?}")
+        };
         assert_eq!(target.command, "uname -r");
         assert_eq!(note, None);
-        assert!(matches!(args(&["-k", "bzImage", "-"]).mode(dir.path()).unwrap(), Mode::Shell { .. }));
-        let error = args(&["-k", "missing", "true"]).mode(dir.path()).unwrap_err();
-        assert!(error.to_string().ends_with("missing does not exist"), "{error}");
+        assert!(matches!(
+            args(&["-k", "bzImage", "-"]).mode(dir.path()).unwrap(),
+            Mode::Shell { .. }
+        ));
+        let error = args(&["-k", "missing", "true"])
+            .mode(dir.path())
+            .unwrap_err();
+        assert!(
+            error.to_string().ends_with("missing does not exist"),
+            "{error}"
+        );
         let error = args(&["-k", "bzImage"]).mode(dir.path()).unwrap_err();
         assert!(error.to_string().starts_with("no command"), "{error}");
     }
@@ -186,7 +232,8 @@ mod tests {
              [[target]]\nname = \"two\"\nkernel = \"k\"\ncommand = \"true\"\n",
         )
         .unwrap();
-        let Mode::Config { targets, dir: base } = args(&["-f", "^t"]).mode(dir.path()).unwrap() else {
+        let Mode::Config { targets, dir: base } = args(&["-f", "^t"]).mode(dir.path()).unwrap()
+        else {
             panic!("not config mode");
         };
         assert_eq!(targets.len(), 1);

@@ -175,14 +175,21 @@ pub fn parse(file: &Path, text: &str) -> Result<Vec<Target>, ConfigError> {
         }
     };
     if raw.target.is_empty() {
-        checker.problem(0..0, "no [[target]]: add one with a `name`, a `kernel` (or `image`) and a `command`".into());
+        checker.problem(
+            0..0,
+            "no [[target]]: add one with a `name`, a `kernel` (or `image`) and a `command`".into(),
+        );
     }
     let mut targets: Vec<Target> = Vec::new();
     for raw in raw.target {
         let span = raw.span();
         if let Some(target) = checker.target(raw.into_inner(), span) {
             if targets.iter().any(|other| other.name == target.name) {
-                checker.problem_in(&target.name, target.line, "another target has this name: names tell targets apart".into());
+                checker.problem_in(
+                    &target.name,
+                    target.line,
+                    "another target has this name: names tell targets apart".into(),
+                );
             }
             targets.push(target);
         }
@@ -248,7 +255,10 @@ impl Checker<'_> {
             _ => None,
         };
         if let Some(problem) = problem {
-            self.problem(path.span(), format!("`{field}` {} {problem}", resolved.display()));
+            self.problem(
+                path.span(),
+                format!("`{field}` {} {problem}", resolved.display()),
+            );
         }
         resolved
     }
@@ -264,11 +274,17 @@ impl Checker<'_> {
         let command = match &raw.command {
             Some(command) if !command.get_ref().trim().is_empty() => command.get_ref().clone(),
             Some(command) => {
-                self.problem(command.span(), "`command` is empty: give the shell command to run".into());
+                self.problem(
+                    command.span(),
+                    "`command` is empty: give the shell command to run".into(),
+                );
                 String::new()
             }
             None => {
-                self.problem(span.clone(), "no `command`: give the shell command to run".into());
+                self.problem(
+                    span.clone(),
+                    "no `command`: give the shell command to run".into(),
+                );
                 String::new()
             }
         };
@@ -287,9 +303,17 @@ impl Checker<'_> {
         let boot = self.boot(&raw, &span);
         let cpus = match &raw.vm.num_cpus {
             None => DEFAULT_CPUS,
-            Some(cpus) if (1..=i64::from(MAX_CPUS)).contains(cpus.get_ref()) => *cpus.get_ref() as u32,
+            Some(cpus) if (1..=i64::from(MAX_CPUS)).contains(cpus.get_ref()) => {
+                *cpus.get_ref() as u32
+            }
             Some(cpus) => {
-                self.problem(cpus.span(), format!("`num_cpus` {} is not between 1 and {MAX_CPUS}", cpus.get_ref()));
+                self.problem(
+                    cpus.span(),
+                    format!(
+                        "`num_cpus` {} is not between 1 and {MAX_CPUS}",
+                        cpus.get_ref()
+                    ),
+                );
                 DEFAULT_CPUS
             }
         };
@@ -304,7 +328,10 @@ impl Checker<'_> {
         for (guest, mount) in &raw.vm.mounts {
             let guest_path = PathBuf::from(guest);
             if !guest_path.is_absolute() {
-                self.problem(mount.span(), format!("mount point {guest:?} is not an absolute path in the guest"));
+                self.problem(
+                    mount.span(),
+                    format!("mount point {guest:?} is not an absolute path in the guest"),
+                );
             }
             let host = Spanned::new(mount.span(), mount.get_ref().host_path.clone());
             let host_path = self.existing("host_path", &host, true);
@@ -347,7 +374,10 @@ impl Checker<'_> {
                 };
                 Some(Boot::Kernel {
                     kernel,
-                    kernel_args: raw.kernel_args.as_ref().map_or(String::new(), |args| args.get_ref().clone()),
+                    kernel_args: raw
+                        .kernel_args
+                        .as_ref()
+                        .map_or(String::new(), |args| args.get_ref().clone()),
                     rootfs,
                 })
             }
@@ -358,7 +388,11 @@ impl Checker<'_> {
                 if let (Some(bios), false) = (&raw.vm.bios, uefi) {
                     self.problem(bios.span(), "`bios` is used only with `uefi = true`".into());
                 }
-                let bios = raw.vm.bios.as_ref().map(|bios| self.existing("bios", bios, false));
+                let bios = raw
+                    .vm
+                    .bios
+                    .as_ref()
+                    .map(|bios| self.existing("bios", bios, false));
                 Some(Boot::Image {
                     image: image_path,
                     uefi,
@@ -366,11 +400,17 @@ impl Checker<'_> {
                 })
             }
             (Some(kernel), Some(_)) => {
-                self.problem(kernel.span(), "both `kernel` and `image` are given: keep one".into());
+                self.problem(
+                    kernel.span(),
+                    "both `kernel` and `image` are given: keep one".into(),
+                );
                 None
             }
             (None, None) => {
-                self.problem(span.clone(), "neither `kernel` nor `image` is given: add one".into());
+                self.problem(
+                    span.clone(),
+                    "neither `kernel` nor `image` is given: add one".into(),
+                );
                 None
             }
         }
@@ -380,7 +420,10 @@ impl Checker<'_> {
     fn misplaced(&mut self, fields: &[(&str, Option<Range<usize>>)], kind: &str) {
         for (field, span) in fields {
             if let Some(span) = span {
-                self.problem(span.clone(), format!("`{field}` applies to `{kind}` targets only"));
+                self.problem(
+                    span.clone(),
+                    format!("`{field}` applies to `{kind}` targets only"),
+                );
             }
         }
     }
@@ -391,18 +434,26 @@ fn parse_memory(text: &str) -> Result<u32, String> {
     let trimmed = text.trim();
     let digits = trimmed.trim_end_matches(|c: char| c.is_ascii_alphabetic());
     let unit = trimmed[digits.len()..].to_ascii_uppercase();
+    let number: f64 = digits
+        .parse()
+        .map_err(|_| format!("`memory` {text:?} is not a size such as \"512M\" or \"4G\""))?;
     let factor: f64 = match unit.trim_end_matches("IB").trim_end_matches('B') {
         "" | "M" => 1.0,
         "K" => 1.0 / 1024.0,
         "G" => 1024.0,
         "T" => 1024.0 * 1024.0,
-        _ => return Err(format!("`memory` {text:?} has an unknown unit: use M or G, as in \"4G\"")),
+        _ => {
+            return Err(format!(
+                "`memory` {text:?} has an unknown unit: use M or G, as in \"4G\""
+            ))
+        }
     };
-    let number: f64 = digits
-        .parse()
-        .map_err(|_| format!("`memory` {text:?} is not a size such as \"512M\" or \"4G\""))?;
     let mib = number * factor;
-    if !(mib.is_finite() && mib.fract() == 0.0 && mib >= f64::from(MIN_MEMORY_MIB) && mib <= f64::from(u32::MAX)) {
+    if !(mib.is_finite()
+        && mib.fract() == 0.0
+        && mib >= f64::from(MIN_MEMORY_MIB)
+        && mib <= f64::from(u32::MAX))
+    {
         return Err(format!(
             "`memory` {text:?} is not a whole number of MiB of at least {MIN_MEMORY_MIB}M"
         ));
@@ -459,7 +510,10 @@ command = "/bin/bash -c 'uname -r; uname -r | grep -e ^6.1\\.'"
         assert_eq!(targets.len(), 2);
         assert_eq!(targets[0].line, 2);
         assert_eq!(targets[1].line, 7);
-        assert_eq!(targets[1].command, r"/bin/bash -c 'uname -r; uname -r | grep -e ^6.1\.'");
+        assert_eq!(
+            targets[1].command,
+            r"/bin/bash -c 'uname -r; uname -r | grep -e ^6.1\.'"
+        );
         assert_eq!(
             targets[0].boot,
             Boot::Kernel {
@@ -468,7 +522,10 @@ command = "/bin/bash -c 'uname -r; uname -r | grep -e ^6.1\\.'"
                 rootfs: "/".into()
             }
         );
-        assert_eq!((targets[0].cpus, targets[0].memory_mib), (DEFAULT_CPUS, DEFAULT_MEMORY_MIB));
+        assert_eq!(
+            (targets[0].cpus, targets[0].memory_mib),
+            (DEFAULT_CPUS, DEFAULT_MEMORY_MIB)
+        );
     }
 
     #[test]
@@ -507,7 +564,10 @@ bios = "disk.qcow2"
         assert_eq!((all.cpus, all.memory_mib), (4, 1024));
         assert_eq!(all.extra_args, ["-device", "virtio-rng-pci"]);
         assert_eq!(all.kvm_cpu_args.as_deref(), Some("host,+avx"));
-        assert_eq!(all.mounts, [("/mnt/data".into(), dir.path().join("rootfs"), true)]);
+        assert_eq!(
+            all.mounts,
+            [("/mnt/data".into(), dir.path().join("rootfs"), true)]
+        );
         assert_eq!(
             targets[1].boot,
             Boot::Image {
@@ -535,7 +595,10 @@ bios = "disk.qcow2"
             ["D/vmtest.toml:1: target \"a\": neither `kernel` nor `image` is given: add one"]
         );
         assert_eq!(
-            errors(d, "[[target]]\nname = \"a\"\nkernel = \"kernels/vmlinuz-6.12\"\ncommand = \"  \"\n"),
+            errors(
+                d,
+                "[[target]]\nname = \"a\"\nkernel = \"kernels/vmlinuz-6.12\"\ncommand = \"  \"\n"
+            ),
             ["D/vmtest.toml:4: target \"a\": `command` is empty: give the shell command to run"]
         );
         assert_eq!(
@@ -543,7 +606,10 @@ bios = "disk.qcow2"
             ["D/vmtest.toml:4: target \"a\": `arch` \"aarch64\" cannot be booted here: vmtest boots x86_64 guests only"]
         );
         assert_eq!(
-            errors(d, "[[target]]\nname = \"a\"\nkernel = \"missing\"\ncommand = \"true\"\n"),
+            errors(
+                d,
+                "[[target]]\nname = \"a\"\nkernel = \"missing\"\ncommand = \"true\"\n"
+            ),
             ["D/vmtest.toml:3: target \"a\": `kernel` D/missing does not exist"]
         );
         assert_eq!(
@@ -557,7 +623,10 @@ bios = "disk.qcow2"
             errors(d, "[[target]]\nname = \"a\"\nimage = \"disk.qcow2\"\nkernel_args = \"x\"\ncommand = \"true\"\n"),
             ["D/vmtest.toml:4: target \"a\": `kernel_args` applies to `kernel` targets only"]
         );
-        assert_eq!(errors(d, "name = 1\n"), ["D/vmtest.toml:1: unknown field `name`, expected `target`"]);
+        assert_eq!(
+            errors(d, "name = 1\n"),
+            ["D/vmtest.toml:1: unknown field `name`, expected `target`"]
+        );
         assert_eq!(
             errors(d, "[[target]]\nname = \"a\"\nkernel = \"kernels/vmlinuz-6.12\"\ncommand = \"true\"\n[[target]]\nname = \"a\"\nkernel = \"kernels/vmlinuz-6.12\"\ncommand = \"true\"\n"),
             ["D/vmtest.toml:5: target \"a\": another target has this name: names tell targets apart"]

@@ -34,7 +34,10 @@ pub fn default_kernel(var: impl Fn(&str) -> Option<String>) -> Result<Chosen, St
         {
             return Ok(Chosen {
                 kernel,
-                because: format!("the newest kernel scripts/setup.sh fetched ({})", record.display()),
+                because: format!(
+                    "the newest kernel scripts/setup.sh fetched ({})",
+                    record.display()
+                ),
             });
         }
     }
@@ -61,7 +64,10 @@ fn newest_in(dir: &Path) -> Option<PathBuf> {
         .filter_map(|entry| {
             let name = entry.file_name().into_string().ok()?;
             let version = name.strip_prefix("vmlinuz-")?.to_string();
-            entry.path().exists().then(|| (version_key(&version), entry.path()))
+            entry
+                .path()
+                .exists()
+                .then(|| (version_key(&version), entry.path()))
         })
         .max()
         .map(|(_, path)| path)
@@ -97,10 +103,18 @@ mod tests {
             std::fs::write(kernels.join(name), "").unwrap();
         }
         std::fs::create_dir(cache.path().join("vmtest")).unwrap();
-        std::fs::write(cache.path().join(SETUP_RECORD), format!("{}\n", kernels.display())).unwrap();
+        std::fs::write(
+            cache.path().join(SETUP_RECORD),
+            format!("{}\n", kernels.display()),
+        )
+        .unwrap();
         let xdg = cache.path().to_str().unwrap().to_string();
         let chosen = default_kernel(|var| (var == "XDG_CACHE_HOME").then(|| xdg.clone())).unwrap();
         assert_eq!(chosen.kernel, kernels.join("vmlinuz-6.12"));
-        assert!(chosen.because.contains("scripts/setup.sh"), "{}", chosen.because);
+        assert!(
+            chosen.because.contains("scripts/setup.sh"),
+            "{}",
+            chosen.because
+        );
     }
 }

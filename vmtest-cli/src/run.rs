@@ -38,7 +38,10 @@ pub fn main(args: Args) -> i32 {
 /// Starts the engine, with `reporter` hearing its events.
 pub fn engine(reporter: Arc<dyn vmtest_engine::Reporter>) -> Result<Engine, (i32, String)> {
     let server = GuestServer::this_process().map_err(|error| {
-        (exit_codes::UNAVAILABLE, format!("cannot tell which binary this is: {error}"))
+        (
+            exit_codes::UNAVAILABLE,
+            format!("cannot tell which binary this is: {error}"),
+        )
     })?;
     Engine::new(server, reporter).map_err(|error| {
         let code = match error {
@@ -76,12 +79,16 @@ fn targets(targets: Vec<Target>, dir: &Path, note: Option<String>) -> i32 {
     };
     let results: Mutex<Vec<Option<Finished>>> = Mutex::new(vec![None; planned.len()]);
     let next = AtomicUsize::new(0);
-    let workers = std::thread::available_parallelism().map_or(1, usize::from).min(planned.len());
+    let workers = std::thread::available_parallelism()
+        .map_or(1, usize::from)
+        .min(planned.len());
     std::thread::scope(|scope| {
         for _ in 0..workers {
             scope.spawn(|| loop {
                 let index = next.fetch_add(1, Ordering::Relaxed);
-                let Some(planned) = planned.get(index) else { break };
+                let Some(planned) = planned.get(index) else {
+                    break;
+                };
                 let finished = match planned {
                     Planned::Kernel(job) => engine.run(job.clone()),
                     Planned::Image(run) => image::run(&engine, run, index, &ui),
@@ -93,7 +100,12 @@ fn targets(targets: Vec<Target>, dir: &Path, note: Option<String>) -> i32 {
     ui.finish();
     engine.shutdown();
     drop(engine);
-    let results: Vec<Finished> = results.into_inner().unwrap_or_else(|p| p.into_inner()).into_iter().flatten().collect();
+    let results: Vec<Finished> = results
+        .into_inner()
+        .unwrap_or_else(|p| p.into_inner())
+        .into_iter()
+        .flatten()
+        .collect();
     exit_code(&results)
 }
 

@@ -39,14 +39,16 @@ pub fn run(target: &Target, cwd: &Path, note: Option<String>) -> i32 {
             return code;
         }
     };
+    let cwd = match &job.work {
+        Work::Command(command) => command.cwd.clone(),
+        Work::Test { .. } => unreachable!("a command target"),
+    };
     let job = Job {
         work: Work::Command(Command {
             program: "bash".into(),
+            cwd,
             terminal: Some(window_size()),
-            ..match job.work {
-                Work::Command(command) => command,
-                Work::Test { .. } => unreachable!("a command target"),
-            }
+            ..Command::default()
         }),
         ..job
     };
@@ -59,7 +61,10 @@ pub fn run(target: &Target, cwd: &Path, note: Option<String>) -> i32 {
     };
     engine.shutdown();
     drop(engine);
-    if !matches!(finished.outcome, Outcome::Exited { .. } | Outcome::Signaled { .. }) {
+    if !matches!(
+        finished.outcome,
+        Outcome::Exited { .. } | Outcome::Signaled { .. }
+    ) {
         eprintln!("vmtest: {}", finished.outcome);
     }
     run::exit_code(&[finished])

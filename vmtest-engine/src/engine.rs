@@ -12,8 +12,8 @@ use crate::cache;
 use crate::cleanup;
 use crate::contract::messages::{Bytes, Exec, JobId, Request, WindowSize};
 use crate::error::SetupError;
-use crate::image::{self, ImageJob};
 use crate::events::{Event, Reporter};
+use crate::image::{self, ImageJob};
 use crate::outcome::Finished;
 use crate::pool::{Context, Pool};
 use crate::run_dir::{RunDir, SharedDir};
@@ -191,7 +191,9 @@ impl Engine {
         let id: JobId = self.next_job.fetch_add(1, Ordering::Relaxed);
         let name: Arc<str> = Arc::from(job.name.as_str());
         let finished = match Allowed::new(job.allowed_splats.iter().map(String::as_str)) {
-            Ok(allowed) => self.attempt(id, &name, &job, &allowed.and(&self.allowed), input, started),
+            Ok(allowed) => {
+                self.attempt(id, &name, &job, &allowed.and(&self.allowed), input, started)
+            }
             Err(error) => Finished::setup_failed(Arc::new(error), started.elapsed()),
         };
         let finished = Arc::new(finished);
@@ -230,7 +232,12 @@ impl Engine {
     /// guest agent, and shuts the image down.
     pub fn run_image(&self, job: ImageJob) -> Finished {
         let id: JobId = self.next_job.fetch_add(1, Ordering::Relaxed);
-        let finished = Arc::new(image::run(self.pool.context(), self.pool.next_vm(), id, &job));
+        let finished = Arc::new(image::run(
+            self.pool.context(),
+            self.pool.next_vm(),
+            id,
+            &job,
+        ));
         self.reporter.report(&Event::JobFinished {
             job: id,
             name: Arc::from(job.name.as_str()),

@@ -31,7 +31,7 @@ pub enum SetupError {
     Boot {
         shape: Arc<VmShape>,
         #[source]
-        source: BootError,
+        source: Box<BootError>,
     },
     #[error(
         "VMs for {shape} died {deaths} times in this run; no more are booted for it \
@@ -42,7 +42,7 @@ pub enum SetupError {
     ImageBoot {
         image: PathBuf,
         #[source]
-        source: BootError,
+        source: Box<BootError>,
     },
     #[error(
         "no UEFI firmware found: install OVMF (Debian/Ubuntu: apt-get install ovmf) or give \

@@ -116,9 +116,12 @@ impl Session {
         let settings = &context.settings;
         let boot_error = |source| SetupError::ImageBoot {
             image: job.image.clone(),
-            source,
+            source: Box::new(source),
         };
-        let dir = context.run_dir.vm_dir(vm).map_err(|error| boot_error(BootError::Workdir(error)))?;
+        let dir = context
+            .run_dir
+            .vm_dir(vm)
+            .map_err(|error| boot_error(BootError::Workdir(error)))?;
         let path = |name: &str| dir.path().join(name);
         let (console, agent_socket, stdout, stderr, monitor) = (
             path("console.log"),
@@ -170,7 +173,8 @@ impl Session {
         let last_output = Arc::new(Mutex::new(Instant::now()));
         let mut streams = Vec::new();
         for (socket, stream) in [(&stdout, Stream::Stdout), (&stderr, Stream::Stderr)] {
-            let connection = connect(socket, deadline).map_err(|error| boot_error(BootError::Connect(error)))?;
+            let connection =
+                connect(socket, deadline).map_err(|error| boot_error(BootError::Connect(error)))?;
             streams.push(relay(connection, context, id, stream, output, &last_output));
         }
         let agent = Agent::connect(&agent_socket, deadline, || match qemu.exit_status() {
@@ -182,10 +186,12 @@ impl Session {
             Err(error) => {
                 let details = Details::new(qemu.stderr(), &crate::vm::read_console(&console));
                 let error = match error {
-                    AgentError::NotReady | AgentError::Wire(WireError::Timeout { .. }) => BootError::AgentSilent {
-                        timeout: settings.boot_timeout,
-                        details,
-                    },
+                    AgentError::NotReady | AgentError::Wire(WireError::Timeout { .. }) => {
+                        BootError::AgentSilent {
+                            timeout: settings.boot_timeout,
+                            details,
+                        }
+                    }
                     AgentError::Died(status) => BootError::ImageExited {
                         status: status.to_string(),
                         details,
@@ -286,7 +292,11 @@ impl Session {
     fn settle(&self) {
         let deadline = Instant::now() + OUTPUT_SETTLE_MAX;
         while Instant::now() < deadline {
-            let quiet = self.last_output.lock().unwrap_or_else(|p| p.into_inner()).elapsed();
+            let quiet = self
+                .last_output
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .elapsed();
             if quiet >= OUTPUT_SETTLE {
                 return;
             }
@@ -322,7 +332,10 @@ fn script(command: &Command, dir: Option<&Path>) -> String {
          done\n"
     );
     if let Some(dir) = dir {
-        script.push_str(&format!("cd {} 2>/dev/null\n", quote(dir.as_os_str().as_bytes())));
+        script.push_str(&format!(
+            "cd {} 2>/dev/null\n",
+            quote(dir.as_os_str().as_bytes())
+        ));
     }
     script.push_str("exec");
     for word in std::iter::once(&command.program).chain(&command.args) {
@@ -357,7 +370,10 @@ fn relay(
                 break;
             }
             *last_output.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
-            output.lock().unwrap_or_else(|p| p.into_inner()).push(&buffer[..read]);
+            output
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(&buffer[..read]);
             reporter.report(&Event::Output {
                 job: id,
                 stream,
@@ -393,7 +409,10 @@ fn image_format(image: &Path) -> &'static str {
 
 /// The first UEFI firmware installed.
 fn default_firmware() -> Option<PathBuf> {
-    FIRMWARE.iter().map(PathBuf::from).find(|path| path.is_file())
+    FIRMWARE
+        .iter()
+        .map(PathBuf::from)
+        .find(|path| path.is_file())
 }
 
 /// Firmware code alone goes in flash; a whole image is `-bios`.
@@ -417,9 +436,18 @@ mod tests {
             ..Command::default()
         };
         let script = script(&command, Some(Path::new("/mnt/vmtest")));
-        assert!(script.contains("org.vmtest.stdout) exec >\"/dev/${port##*/}\""), "{script}");
-        assert!(script.contains("cd '/mnt/vmtest' 2>/dev/null\n"), "{script}");
-        assert!(script.ends_with("exec 'bash' '-c' 'echo '\\''it'\\'''\\''s'\\''; exit 3'\n"), "{script}");
+        assert!(
+            script.contains("org.vmtest.stdout) exec >\"/dev/${port##*/}\""),
+            "{script}"
+        );
+        assert!(
+            script.contains("cd '/mnt/vmtest' 2>/dev/null\n"),
+            "{script}"
+        );
+        assert!(
+            script.ends_with("exec 'bash' '-c' 'echo '\\''it'\\'''\\''s'\\''; exit 3'\n"),
+            "{script}"
+        );
         // The quoting survives a real shell.
         let output = std::process::Command::new("sh")
             .args(["-c", &format!("printf %s {}", quote(b"a 'b' $c"))])
@@ -435,7 +463,13 @@ mod tests {
         std::fs::write(&qcow2, b"QFI\xfb\0\0\0\x03").unwrap();
         std::fs::write(&raw, b"\0\0\0\0").unwrap();
         assert_eq!((image_format(&qcow2), image_format(&raw)), ("qcow2", "raw"));
-        assert!(matches!(firmware(Path::new("/x/OVMF_CODE.fd")), Firmware::Flash(_)));
-        assert!(matches!(firmware(Path::new("/x/OVMF.fd")), Firmware::Bios(_)));
+        assert!(matches!(
+            firmware(Path::new("/x/OVMF_CODE.fd")),
+            Firmware::Flash(_)
+        ));
+        assert!(matches!(
+            firmware(Path::new("/x/OVMF.fd")),
+            Firmware::Bios(_)
+        ));
     }
 }

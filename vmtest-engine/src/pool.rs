@@ -203,7 +203,7 @@ impl Pool {
         };
         let boot_error = |source| SetupError::Boot {
             shape: Arc::clone(shape),
-            source,
+            source: Box::new(source),
         };
         let mut attempt = 0;
         loop {

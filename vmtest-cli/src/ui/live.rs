@@ -102,7 +102,9 @@ impl Live {
 
 impl Shared {
     fn state(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Redraws the live region: commits finished targets, then draws the rest.
@@ -113,27 +115,51 @@ impl Shared {
         let _ = self.term.clear_last_lines(state.drawn);
         state.drawn = 0;
         while let Some(target) = state.targets.get(state.committed) {
-            let Stage::Done(verdict) = &target.stage else { break };
+            let Stage::Done(verdict) = &target.stage else {
+                break;
+            };
             let block = final_block(target, verdict, single);
             let _ = self.term.write_str(&block);
             state.committed += 1;
         }
         let width = usize::from(self.term.size().1).max(20);
-        let spin = SPINNER[(state.started.elapsed().as_millis() / TICK.as_millis()) as usize % SPINNER.len()];
+        let spin = SPINNER
+            [(state.started.elapsed().as_millis() / TICK.as_millis()) as usize % SPINNER.len()];
         let mut lines = Vec::new();
         for target in &state.targets[state.committed..] {
             let elapsed = target.since.elapsed().as_secs_f32();
             let (mark, what) = match &target.stage {
                 Stage::Waiting => (style("·").dim().to_string(), "waiting".to_string()),
-                Stage::Booting { what } => (style(spin).cyan().to_string(), format!("{what}  {elapsed:.1}s")),
-                Stage::Running => (style(spin).green().to_string(), format!("running  {elapsed:.1}s")),
+                Stage::Booting { what } => (
+                    style(spin).cyan().to_string(),
+                    format!("{what}  {elapsed:.1}s"),
+                ),
+                Stage::Running => (
+                    style(spin).green().to_string(),
+                    format!("running  {elapsed:.1}s"),
+                ),
                 Stage::Done(_) => (style("✓").green().to_string(), "done".into()),
             };
-            lines.push(console::truncate_str(&format!("{mark} {}  {}", style(&target.name).bold(), style(what).dim()), width, "…").into_owned());
+            lines.push(
+                console::truncate_str(
+                    &format!(
+                        "{mark} {}  {}",
+                        style(&target.name).bold(),
+                        style(what).dim()
+                    ),
+                    width,
+                    "…",
+                )
+                .into_owned(),
+            );
             if !single {
                 for line in target.window.iter().chain(partial_line(target).as_ref()) {
                     let line = format!("  │ {line}");
-                    lines.push(style(console::truncate_str(&line, width, "…")).dim().to_string());
+                    lines.push(
+                        style(console::truncate_str(&line, width, "…"))
+                            .dim()
+                            .to_string(),
+                    );
                 }
             }
         }
@@ -160,9 +186,19 @@ fn final_block(target: &TargetView, verdict: &Verdict, single: bool) -> String {
     let mut block = String::new();
     let took = format!("{:.1?}", verdict.duration);
     if verdict.passed {
-        block.push_str(&format!("{} {}  {}\n", style("✓").green().bold(), style(&target.name).bold(), style(took).dim()));
+        block.push_str(&format!(
+            "{} {}  {}\n",
+            style("✓").green().bold(),
+            style(&target.name).bold(),
+            style(took).dim()
+        ));
     } else {
-        block.push_str(&format!("{} {}  {}\n", style("✗").red().bold(), style(&target.name).red().bold(), style(took).dim()));
+        block.push_str(&format!(
+            "{} {}  {}\n",
+            style("✗").red().bold(),
+            style(&target.name).red().bold(),
+            style(took).dim()
+        ));
         // With one target the output has passed through already.
         if !single {
             for line in String::from_utf8_lossy(&target.output).lines() {
@@ -174,7 +210,10 @@ fn final_block(target: &TargetView, verdict: &Verdict, single: bool) -> String {
         }
     }
     for splat in &verdict.splats {
-        block.push_str(&format!("  {}\n", style("the guest kernel logged a splat:").yellow().bold()));
+        block.push_str(&format!(
+            "  {}\n",
+            style("the guest kernel logged a splat:").yellow().bold()
+        ));
         for line in splat.text.lines() {
             block.push_str(&format!("  {}\n", style(line).yellow()));
         }
@@ -229,7 +268,10 @@ impl Face for Live {
         let mut state = self.shared.state();
         let _ = self.shared.term.clear_last_lines(state.drawn);
         state.drawn = 0;
-        let _ = self.shared.term.write_line(&style(format!("vmtest: {text}")).yellow().to_string());
+        let _ = self
+            .shared
+            .term
+            .write_line(&style(format!("vmtest: {text}")).yellow().to_string());
         self.shared.draw(&mut state, self.single);
     }
 
@@ -241,11 +283,20 @@ impl Face for Live {
         let mut state = self.shared.state();
         self.shared.draw(&mut state, self.single);
         if !self.single {
-            let failed = state.targets.iter().filter(|target| !matches!(&target.stage, Stage::Done(verdict) if verdict.passed)).count();
+            let failed = state
+                .targets
+                .iter()
+                .filter(|target| !matches!(&target.stage, Stage::Done(verdict) if verdict.passed))
+                .count();
             let total = state.targets.len();
             let summary = match failed {
-                0 => style(format!("all {total} targets passed")).green().to_string(),
-                _ => style(format!("{failed} of {total} targets failed")).red().bold().to_string(),
+                0 => style(format!("all {total} targets passed"))
+                    .green()
+                    .to_string(),
+                _ => style(format!("{failed} of {total} targets failed"))
+                    .red()
+                    .bold()
+                    .to_string(),
             };
             let _ = self.shared.term.write_line(&summary);
         }

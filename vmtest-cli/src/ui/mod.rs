@@ -52,7 +52,10 @@ impl Verdict {
         let reason = match &finished.outcome {
             Outcome::Exited { code: 0 } => String::new(),
             Outcome::Exited { code } => format!("the command exited with code {code}"),
-            Outcome::Signaled { .. } => finished.outcome.to_string().replace("the process", "the command"),
+            Outcome::Signaled { .. } => finished
+                .outcome
+                .to_string()
+                .replace("the process", "the command"),
             Outcome::SetupFailed(error) => chain(error.as_ref()),
             outcome => outcome.to_string(),
         };
@@ -88,7 +91,8 @@ impl Ui {
     /// The face for `targets`: attended if stderr is a terminal and
     /// `VMTEST_NO_UI` is unset.
     pub fn new(targets: Vec<TargetInfo>) -> Arc<Ui> {
-        let attended = std::env::var_os("VMTEST_NO_UI").is_none() && std::io::stderr().is_terminal();
+        let attended =
+            std::env::var_os("VMTEST_NO_UI").is_none() && std::io::stderr().is_terminal();
         let single = targets.len() == 1;
         let names: Vec<String> = targets.iter().map(|target| target.name.clone()).collect();
         let face: Box<dyn Face> = match attended {
@@ -136,26 +140,39 @@ impl Reporter for Ui {
                     _ => format!("booting {shape} again"),
                 };
                 for index in self.by_shape(shape) {
-                    self.face.stage(index, &Stage::Booting { what: what.clone() });
+                    self.face
+                        .stage(index, &Stage::Booting { what: what.clone() });
                 }
             }
             Event::VmRetrying { shape, reason, .. } => {
                 let reason = reason.lines().next().unwrap_or_default();
-                self.face.notice(&format!("{shape} did not come up ({reason}); trying once more"));
+                self.face.notice(&format!(
+                    "{shape} did not come up ({reason}); trying once more"
+                ));
             }
             Event::VmDied { shape, death, .. } => {
-                self.face.notice(&format!("the VM for {shape} died: {}", death.cause));
+                self.face
+                    .notice(&format!("the VM for {shape} died: {}", death.cause));
             }
             Event::JobStarted { job, name, .. } => {
                 if let Some(index) = self.by_name(name) {
-                    self.jobs.lock().unwrap_or_else(|p| p.into_inner()).insert(*job, index);
+                    self.jobs
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(*job, index);
                     self.face.stage(index, &Stage::Running);
                 }
             }
             Event::Output { job, stream, data } => {
-                let index = self.jobs.lock().unwrap_or_else(|p| p.into_inner()).get(job).copied();
+                let index = self
+                    .jobs
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get(job)
+                    .copied();
                 if let Some(index) = index {
-                    self.face.output(index, *stream == vmtest_engine::Stream::Stderr, data);
+                    self.face
+                        .output(index, *stream == vmtest_engine::Stream::Stderr, data);
                 }
             }
             Event::JobFinished { name, finished, .. } => {
@@ -164,7 +181,8 @@ impl Reporter for Ui {
                 }
             }
             Event::Cancelled { vms, .. } => {
-                self.face.notice(&format!("interrupted; {vms} VM(s) stopped"));
+                self.face
+                    .notice(&format!("interrupted; {vms} VM(s) stopped"));
             }
             _ => {}
         }

@@ -36,7 +36,9 @@ impl Plain {
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// `vmtest: [name] ` (or `vmtest: ` with one target).
@@ -52,7 +54,10 @@ impl Plain {
         partial.extend_from_slice(data);
         let end = match flush {
             true => partial.len(),
-            false => partial.iter().rposition(|&byte| byte == b'\n').map_or(0, |at| at + 1),
+            false => partial
+                .iter()
+                .rposition(|&byte| byte == b'\n')
+                .map_or(0, |at| at + 1),
         };
         if end == 0 {
             return;

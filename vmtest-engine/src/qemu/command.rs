@@ -252,9 +252,11 @@ mod tests {
         }
     }
 
-    const PORTS: &[(&str, &Path)] = &[("org.vmtest.control.0", Path::new("/run/vm/control.sock"))];
-
     fn config<'a>(exports: &'a [Export]) -> QemuConfig<'a> {
+        let ports: &'static [(&str, &Path)] = Box::leak(Box::new([(
+            "org.vmtest.control.0",
+            Path::new("/run/vm/control.sock"),
+        )]));
         QemuConfig {
             machine: Machine {
                 accel: Accel::Tcg,
@@ -269,7 +271,7 @@ mod tests {
                 root: Path::new("/"),
             },
             exports,
-            ports: PORTS,
+            ports,
             console_log: Path::new("/run/vm/console.log"),
             monitor_socket: Path::new("/run/vm/qmp.sock"),
             extra: &[],
@@ -350,7 +352,10 @@ mod tests {
             format: "qcow2",
             firmware: Some(Firmware::Flash(Path::new("/usr/share/OVMF/OVMF_CODE.fd"))),
         };
-        let args = arguments(&QemuConfig { boot, ..config(&[]) });
+        let args = arguments(&QemuConfig {
+            boot,
+            ..config(&[])
+        });
         assert_eq!(
             after(&args, "-drive"),
             [
@@ -364,7 +369,16 @@ mod tests {
             format: "raw",
             firmware: Some(Firmware::Bios(Path::new("/usr/share/ovmf/OVMF.fd"))),
         };
-        assert_eq!(after(&arguments(&QemuConfig { boot: bios, ..config(&[]) }), "-bios"), ["/usr/share/ovmf/OVMF.fd"]);
+        assert_eq!(
+            after(
+                &arguments(&QemuConfig {
+                    boot: bios,
+                    ..config(&[])
+                }),
+                "-bios"
+            ),
+            ["/usr/share/ovmf/OVMF.fd"]
+        );
     }
 
     #[test]

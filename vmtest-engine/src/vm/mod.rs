@@ -299,7 +299,9 @@ impl Reservation {
 
     /// Sends the job what arrives on `input` until it has ended.
     fn forward(&self, id: JobId, input: &Mutex<Receiver<Input>>, ended: &AtomicBool) {
-        let input = input.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let input = input
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         while !ended.load(Ordering::Relaxed) {
             let request = match input.recv_timeout(INPUT_POLL) {
                 Ok(Input::Bytes(data)) => Request::Input {

@@ -1,0 +1,447 @@
+//! End to end: the `vmtest` binary, as a user runs it, on the Debian kernels
+//! `scripts/setup.sh` fetches, in real QEMU. The attended face and the
+//! interactive shell are driven through tmux, a real pseudo-terminal.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn kernel(series: &str) -> PathBuf {
+    let kernels = std::env::var_os("VMTEST_KERNELS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../kernels"));
+    let image = kernels.join(format!("vmlinuz-{series}"));
+    assert!(
+        image.exists(),
+        "{} is missing: run scripts/setup.sh",
+        image.display()
+    );
+    image.canonicalize().unwrap()
+}
+
+/// `vmtest args`, in `dir`, with a private TMPDIR; plain lines.
+fn vmtest(dir: &Path, args: &[&str]) -> Run {
+    let tmp = tempfile::tempdir().unwrap();
+    let started = Instant::now();
+    let output = Command::new(env!("CARGO_BIN_EXE_vmtest"))
+        .args(args)
+        .current_dir(dir)
+        .env("TMPDIR", tmp.path())
+        .env("VMTEST_NO_UI", "1")
+        .env_remove("VMTEST_KERNEL")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let run = Run {
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        output,
+        elapsed: started.elapsed(),
+        tmp,
+    };
+    eprintln!(
+        "vmtest {args:?}: {:?} in {:.1?}\n--- stdout\n{}--- stderr\n{}",
+        run.output.status, run.elapsed, run.stdout, run.stderr
+    );
+    run
+}
+
+struct Run {
+    output: Output,
+    stdout: String,
+    stderr: String,
+    elapsed: Duration,
+    tmp: tempfile::TempDir,
+}
+
+impl Run {
+    fn code(&self) -> Option<i32> {
+        self.output.status.code()
+    }
+
+    fn assert_nothing_left(&self) {
+        let left: Vec<_> = std::fs::read_dir(self.tmp.path()).unwrap().collect();
+        assert!(left.is_empty(), "left in TMPDIR: {left:?}");
+    }
+}
+
+/// A directory with a `vmtest.toml` and the kernels beside it.
+fn config(text: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    std::fs::create_dir(dir.path().join("kernels")).unwrap();
+    for series in ["6.1", "6.12"] {
+        std::os::unix::fs::symlink(
+            kernel(series),
+            dir.path().join(format!("kernels/vmlinuz-{series}")),
+        )
+        .unwrap();
+    }
+    std::fs::write(dir.path().join("vmtest.toml"), text).unwrap();
+    dir
+}
+
+#[test]
+fn a_one_liner_runs_in_the_guest_with_its_exit_code() {
+    let here = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let k = kernel("6.1");
+    let run = vmtest(here.path(), &["-k", k.to_str().unwrap(), "uname", "-r"]);
+    assert_eq!(run.code(), Some(0));
+    assert!(run.stdout.starts_with("6.1."), "{}", run.stdout);
+    // stdout and stderr apart, the working directory and the shared one.
+    let run = vmtest(
+        here.path(),
+        &[
+            "-k",
+            k.to_str().unwrap(),
+            "echo out; echo err >&2; pwd; touch /mnt/vmtest/made-in-guest; exit 3",
+        ],
+    );
+    assert_eq!(run.code(), Some(3));
+    assert_eq!(run.stdout, format!("out\n{}\n", here.path().display()));
+    assert!(run.stderr.contains("err\n"), "{}", run.stderr);
+    assert!(here.path().join("made-in-guest").exists());
+    run.assert_nothing_left();
+}
+
+#[test]
+fn a_command_killed_by_a_signal_fails_as_shells_report_it() {
+    let run = vmtest(
+        Path::new("/"),
+        &["-k", kernel("6.12").to_str().unwrap(), "kill -TERM $$"],
+    );
+    assert_eq!(run.code(), Some(128 + 15));
+    assert!(
+        run.stderr.contains("killed by signal 15 (SIGTERM)"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn output_arrives_as_it_is_written() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vmtest"))
+        .args([
+            "-k",
+            kernel("6.12").to_str().unwrap(),
+            "for i in 1 2 3; do echo $i; sleep 1; done",
+        ])
+        .env("VMTEST_NO_UI", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut times = Vec::new();
+    use std::io::BufRead;
+    for line in std::io::BufReader::new(child.stdout.take().unwrap()).lines() {
+        times.push((line.unwrap(), Instant::now()));
+    }
+    assert!(child.wait().unwrap().success());
+    let lines: Vec<&str> = times.iter().map(|(line, _)| line.as_str()).collect();
+    assert_eq!(lines, ["1", "2", "3"]);
+    for pair in times.windows(2) {
+        let gap = pair[1].1 - pair[0].1;
+        assert!(gap > Duration::from_millis(700), "lines {gap:?} apart");
+    }
+}
+
+#[test]
+fn a_config_runs_every_target_and_exits_with_the_failures() {
+    let dir = config(
+        r#"
+[[target]]
+name = "check if kernel is 6.12"
+kernel = "kernels/vmlinuz-6.12"
+command = "/bin/bash -c 'uname -r | grep -e ^6.12'"
+
+[[target]]
+name = "check if kernel is 6.1"
+kernel = "kernels/vmlinuz-6.12"
+command = "/bin/bash -c 'uname -r; uname -r | grep -e \"^6\\.1\\.\"'"
+
+[[target]]
+name = "writes to its directory"
+kernel = "kernels/vmlinuz-6.1"
+command = "echo shared > /mnt/vmtest/shared && cat /mnt/data/marker && touch written"
+[target.vm]
+memory = "512M"
+num_cpus = 1
+[target.vm.mounts]
+"/mnt/data" = { host_path = "data" }
+"#,
+    );
+    std::fs::create_dir(dir.path().join("data")).unwrap();
+    std::fs::write(dir.path().join("data/marker"), "from the host\n").unwrap();
+    let run = vmtest(dir.path(), &[]);
+    assert_eq!(run.code(), Some(2), "two targets fail");
+    assert!(
+        run.stdout.contains("[check if kernel is 6.12] 6.12."),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout
+            .contains("[writes to its directory] from the host\n"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stderr
+            .contains("vmtest: [check if kernel is 6.12] PASS"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr
+            .contains("vmtest: [check if kernel is 6.1] FAIL: the command exited with code 1"),
+        "{}",
+        run.stderr
+    );
+    // The host root is read-only; the configuration's directory is writable at /mnt/vmtest.
+    assert!(
+        run.stderr
+            .contains("vmtest: [writes to its directory] FAIL"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("Read-only file system"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("shared")).unwrap(),
+        "shared\n"
+    );
+    assert!(run.stderr.contains(
+        "vmtest: 2 of 3 targets failed: check if kernel is 6.1, writes to its directory"
+    ));
+    // -f picks targets by name; one target exits with its command's code.
+    let run = vmtest(dir.path(), &["-f", "6.12$"]);
+    assert_eq!(run.code(), Some(0));
+    run.assert_nothing_left();
+}
+
+#[test]
+fn a_malformed_config_is_refused_before_anything_boots() {
+    let dir = config(
+        "[[target]]\nname = \"both\"\nkernel = \"kernels/vmlinuz-6.1\"\nimage = \"disk.img\"\ncommand = \"true\"\n\
+         [[target]]\nname = \"typo\"\nkernl = \"kernels/vmlinuz-6.1\"\ncommand = \"true\"\n",
+    );
+    let run = vmtest(dir.path(), &[]);
+    assert_eq!(run.code(), Some(64));
+    assert!(
+        run.stderr.contains("vmtest.toml:8: unknown field `kernl`"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.elapsed < Duration::from_secs(2), "{:?}", run.elapsed);
+    let dir = config("[[target]]\nname = \"both\"\nkernel = \"kernels/vmlinuz-6.1\"\nimage = \"disk.img\"\ncommand = \"true\"\n");
+    let run = vmtest(dir.path(), &[]);
+    assert_eq!(run.code(), Some(64));
+    assert!(
+        run.stderr
+            .contains("vmtest.toml:3: target \"both\": both `kernel` and `image` are given"),
+        "{}",
+        run.stderr
+    );
+    let dir = config(
+        "[[target]]\nname = \"gone\"\nkernel = \"kernels/vmlinuz-5.4\"\ncommand = \"true\"\n",
+    );
+    let run = vmtest(dir.path(), &[]);
+    assert_eq!(run.code(), Some(64));
+    assert!(
+        run.stderr.contains("target \"gone\": `kernel`"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("vmlinuz-5.4 does not exist"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn a_missing_kernel_or_one_that_panics_is_explained() {
+    let run = vmtest(Path::new("/"), &["-k", "/nonexistent/vmlinuz", "true"]);
+    assert_eq!(run.code(), Some(64));
+    assert!(
+        run.stderr
+            .contains("kernel /nonexistent/vmlinuz does not exist"),
+        "{}",
+        run.stderr
+    );
+    let run = vmtest(
+        Path::new("/"),
+        &[
+            "-k",
+            kernel("6.1").to_str().unwrap(),
+            "--kargs",
+            "rdinit=/nope",
+            "true",
+        ],
+    );
+    assert_eq!(run.code(), Some(69));
+    assert!(
+        run.stderr.contains("the guest kernel panicked"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("Kernel panic - not syncing"),
+        "{}",
+        run.stderr
+    );
+    run.assert_nothing_left();
+}
+
+/// A tmux session of `width` x `height` running `command`.
+struct Tmux {
+    name: String,
+}
+
+impl Tmux {
+    fn start(command: &str, width: u16, height: u16) -> Tmux {
+        let name = format!("vmtest-{}-{}", std::process::id(), command.len());
+        let status = Command::new("tmux")
+            .args([
+                "new-session",
+                "-d",
+                "-s",
+                &name,
+                "-x",
+                &width.to_string(),
+                "-y",
+                &height.to_string(),
+            ])
+            .arg(format!("{command}; echo EXIT=$?; sleep 600"))
+            .env_remove("VMTEST_NO_UI")
+            .status()
+            .expect("tmux runs (apt-get install tmux)");
+        assert!(status.success());
+        Tmux { name }
+    }
+
+    /// The screen, with colours as escape sequences if `colours`.
+    fn screen(&self, colours: bool) -> String {
+        let mut args = vec!["capture-pane", "-p", "-t", &self.name];
+        if colours {
+            args.push("-e");
+        }
+        String::from_utf8(Command::new("tmux").args(&args).output().unwrap().stdout).unwrap()
+    }
+
+    fn send(&self, keys: &[&str]) {
+        Command::new("tmux")
+            .args(["send-keys", "-t", &self.name])
+            .args(keys)
+            .status()
+            .unwrap();
+    }
+
+    /// Waits until the screen shows `text`.
+    fn wait_for(&self, text: &str, within: Duration) -> String {
+        let deadline = Instant::now() + within;
+        loop {
+            let screen = self.screen(false);
+            if screen.contains(text) {
+                return screen;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {text:?} on the screen:\n{screen}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux")
+            .args(["kill-session", "-t", &self.name])
+            .status();
+    }
+}
+
+#[test]
+fn the_attended_face_shows_stages_then_marks_and_failures_in_red() {
+    let dir = config(
+        r#"
+[[target]]
+name = "passes"
+kernel = "kernels/vmlinuz-6.12"
+command = "for i in 1 2 3; do echo line $i; sleep 0.5; done"
+
+[[target]]
+name = "fails"
+kernel = "kernels/vmlinuz-6.1"
+command = "echo something went wrong; exit 4"
+"#,
+    );
+    let tmux = Tmux::start(
+        &format!(
+            "cd {} && {}",
+            dir.path().display(),
+            env!("CARGO_BIN_EXE_vmtest")
+        ),
+        100,
+        40,
+    );
+    let booting = tmux.wait_for("booting vmlinuz", Duration::from_secs(30));
+    assert!(
+        booting.contains("passes") && booting.contains("fails"),
+        "{booting}"
+    );
+    let end = tmux.wait_for("EXIT=", Duration::from_secs(120));
+    assert!(end.contains("✓ passes"), "{end}");
+    assert!(end.contains("✗ fails"), "{end}");
+    assert!(end.contains("│ something went wrong"), "{end}");
+    assert!(end.contains("the command exited with code 4"), "{end}");
+    assert!(end.contains("1 of 2 targets failed"), "{end}");
+    assert!(end.contains("EXIT=1"), "{end}");
+    // The passing target collapsed: its lines are gone.
+    assert!(!end.contains("line 3"), "{end}");
+    let coloured = tmux.screen(true);
+    let failure = coloured
+        .lines()
+        .find(|line| line.contains("exited with code 4"))
+        .unwrap();
+    assert!(failure.contains("\x1b[31m"), "not red: {failure:?}");
+    eprintln!("attended screen:\n{end}");
+}
+
+#[test]
+fn the_shell_is_a_real_terminal() {
+    let tmux = Tmux::start(
+        &format!(
+            "{} -k {} -",
+            env!("CARGO_BIN_EXE_vmtest"),
+            kernel("6.12").display()
+        ),
+        90,
+        30,
+    );
+    tmux.wait_for("#", Duration::from_secs(60));
+    tmux.send(&["echo in-guest-$((6*7)); uname -r", "Enter"]);
+    let screen = tmux.wait_for("in-guest-42", Duration::from_secs(20));
+    assert!(screen.contains("6.12."), "{screen}");
+    // Ctrl-C reaches the guest's foreground job, not vmtest.
+    tmux.send(&["sleep 1000", "Enter"]);
+    std::thread::sleep(Duration::from_secs(2));
+    tmux.send(&["C-c"]);
+    tmux.send(&["echo still-here", "Enter"]);
+    tmux.wait_for("still-here", Duration::from_secs(20));
+    // The window size is passed on, and follows the host's.
+    tmux.send(&["stty size", "Enter"]);
+    tmux.wait_for("30 90", Duration::from_secs(20));
+    Command::new("tmux")
+        .args(["resize-window", "-t", &tmux.name, "-x", "120", "-y", "35"])
+        .status()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    tmux.send(&["stty size", "Enter"]);
+    tmux.wait_for("35 120", Duration::from_secs(20));
+    tmux.send(&["exit 7", "Enter"]);
+    tmux.wait_for("EXIT=7", Duration::from_secs(20));
+}
