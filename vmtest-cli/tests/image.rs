@@ -1,0 +1,70 @@
+//! End to end, disk images: a Debian 12 image built by
+//! `scripts/build-image.sh` (from Debian packages, no loop mounts) boots with
+//! BIOS and with UEFI, runs qemu-guest-agent, and runs a target's command
+//! with its output streamed, its exit code, and the shared directory.
+//!
+//! Opt-in, as building the image takes a minute or two:
+//! `scripts/build-image.sh && cargo test -p vmtest-cli --test image -- --ignored`
+//! (`.ci/run` does).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+fn image() -> PathBuf {
+    let image = std::env::var_os("VMTEST_TEST_IMAGE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../kernels/debian-12.qcow2"));
+    assert!(image.is_file(), "{} is missing: run scripts/build-image.sh", image.display());
+    image
+}
+
+#[test]
+#[ignore = "needs the image scripts/build-image.sh builds (a minute or two): run with --ignored"]
+fn an_image_boots_with_bios_and_uefi_and_runs_the_command_through_its_agent() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    std::fs::write(dir.path().join("from-host"), "shared\n").unwrap();
+    let config = format!(
+        r#"
+[[target]]
+name = "bios"
+image = "{image}"
+command = "test ! -d /sys/firmware/efi && cat /mnt/vmtest/from-host && echo bios-booted > /mnt/vmtest/from-guest && echo on-stderr >&2; exit 5"
+[target.vm]
+memory = "1G"
+num_cpus = 1
+
+[[target]]
+name = "uefi"
+image = "{image}"
+uefi = true
+command = "test -d /sys/firmware/efi && echo uefi-booted"
+[target.vm]
+memory = "1G"
+num_cpus = 1
+"#,
+        image = image().display()
+    );
+    std::fs::write(dir.path().join("vmtest.toml"), config).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_vmtest"))
+        .current_dir(dir.path())
+        .env("VMTEST_NO_UI", "1")
+        .env("TMPDIR", tmp.path())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    eprintln!("--- stdout\n{stdout}--- stderr\n{stderr}");
+    assert_eq!(output.status.code(), Some(1), "one target fails");
+    assert!(stdout.contains("[bios] shared\n"), "{stdout}");
+    assert!(stderr.contains("[bios] on-stderr\n"), "{stderr}");
+    assert!(stderr.contains("vmtest: [bios] FAIL: the command exited with code 5"), "{stderr}");
+    assert!(stdout.contains("[uefi] uefi-booted\n"), "{stdout}");
+    assert!(stderr.contains("vmtest: [uefi] PASS"), "{stderr}");
+    assert_eq!(std::fs::read_to_string(dir.path().join("from-guest")).unwrap(), "bios-booted\n");
+    assert!(std::fs::read_dir(tmp.path()).unwrap().next().is_none(), "files left in TMPDIR");
+    // The image was never written to.
+    let check = Command::new("qemu-img").args(["check", "-q"]).arg(image()).status().unwrap();
+    assert!(check.success());
+}
