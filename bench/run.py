@@ -9,6 +9,10 @@ Measures, for each Debian kernel (scripts/setup.sh fetches them):
   per test   one empty test in a booted VM, host-observed, 100 in a row
   100 x 2    100 empty tests on both kernels in one run (two boots overlap)
   memory     QEMU's RSS with one idle VM
+And `vmtest -k K true` on the 9p-built-in kernel (scripts/setup.sh
+--builtin-kernel), beside its floor and, when VMTEST_PEER names its binary
+(`cargo install vmtest --version 0.18.0 --root DIR`), danobi/vmtest 0.18 on
+the same kernel, run with /dev/kvm hidden (bench/hide-kvm.sh, as root).
 Each figure is the median of --reps runs; ratios are taken within this run.
 Usage: bench/run.py [--reps N]
 """
@@ -135,6 +139,52 @@ def idle_rss(binary, series):
         return peak
 
 
+def build_command():
+    """The vmtest command's binary."""
+    subprocess.run(["cargo", "build", "-q", "-p", "vmtest-cli"], cwd=ROOT, check=True)
+    return ROOT / "target/debug/vmtest"
+
+
+def timed(command, env_extra=None):
+    """Seconds `command` takes; it must succeed."""
+    env = dict(os.environ, VMTEST_NO_UI="1")
+    env.update(env_extra or {})
+    started = time.monotonic()
+    result = subprocess.run(command, env=env, cwd="/", stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, timeout=300)
+    if result.returncode != 0:
+        sys.exit(f"{command} failed:\n{result.stderr}")
+    return time.monotonic() - started
+
+
+def command_bench(reps, initramfs, accel):
+    """`vmtest -k K true` on the built-in kernel: ours, as if it had no PVH
+    entry, the peer's, and the floor, interleaved."""
+    image = KERNELS / "builtin-6.1/bzImage"
+    if not image.exists():
+        print("  n/a  `vmtest -k K true`: kernels/builtin-6.1 is missing "
+              "(scripts/setup.sh --builtin-kernel)")
+        return
+    ours = build_command()
+    peer = os.environ.get("VMTEST_PEER")
+    runs = {"ours": [], "ours, bzImage as is (no PVH)": [], "floor, bzImage": []}
+    if peer:
+        runs["danobi/vmtest 0.18"] = []
+    for _ in range(reps):
+        runs["ours"].append(timed([ours, "-k", image, "true"]))
+        runs["ours, bzImage as is (no PVH)"].append(
+            timed([ours, "-k", image, "true"], {"VMTEST_BOOT_IMAGE_AS_IS": "1"}))
+        runs["floor, bzImage"].append(floor_seconds(image, initramfs, accel))
+        if peer:
+            runs["danobi/vmtest 0.18"].append(
+                timed([ROOT / "bench/hide-kvm.sh", peer, "-k", image, "true"]))
+    medians = {name: statistics.median(times) for name, times in runs.items()}
+    base = medians.get("danobi/vmtest 0.18")
+    for name, seconds in medians.items():
+        ratio = f"   {seconds / base:4.2f}x danobi/vmtest" if base else ""
+        print(f"  cmd  `vmtest -k builtin-6.1 true`, {name:<30} {seconds:6.2f} s{ratio}")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reps", type=int, default=3)
@@ -151,6 +201,7 @@ def main():
 
     with tempfile.TemporaryDirectory() as workdir:
         initramfs = build_floor_initramfs(Path(workdir))
+        command_bench(reps, initramfs, accel)
         for series in SERIES:
             image = (KERNELS / f"vmlinuz-{series}").resolve()
             boot = median(
@@ -189,7 +240,6 @@ def main():
     for series in SERIES:
         rss = median(idle_rss(binary, series) for _ in range(reps))
         print(f"{series:>5}  QEMU RSS, one idle VM (512 MiB)   {rss:6.0f} MiB")
-    print("  n/a  `vmtest -k K true`: the vmtest command does not exist yet")
 
 
 if __name__ == "__main__":

@@ -115,12 +115,13 @@ command -v qemu-system-x86_64 >/dev/null 2>&1 || missing+=(qemu-system-x86)
 # GNU cpio reads back the harness's initramfs archives in its tests.
 command -v cpio >/dev/null 2>&1 || missing+=(cpio)
 # examples/bpf: clang compiles the BPF C; libbpf-sys builds its bundled libbpf
-# against libelf and zlib.
-for package in clang libelf-dev zlib1g-dev pkg-config make; do
+# against libelf and zlib. tmux: the vmtest command's tests drive its
+# terminal face and shell through it.
+for package in clang libelf-dev zlib1g-dev pkg-config make tmux; do
     dpkg_installed "$package" || missing+=("$package")
 done
 if [[ ${#missing[@]} -eq 0 ]]; then
-    info "qemu-system-x86, qemu-guest-agent, libc6-dev, cpio, clang, libelf-dev, zlib1g-dev, pkg-config, make: already installed"
+    info "qemu-system-x86, qemu-guest-agent, libc6-dev, cpio, clang, libelf-dev, zlib1g-dev, pkg-config, make, tmux: already installed"
 else
     apt_install "${missing[@]}"
 fi
@@ -194,6 +195,13 @@ for series in $KERNEL_SERIES; do
     KVER[$series]=$version
     KPKG[$series]=$pkg
 done
+
+# Tell the vmtest command where its default kernels are (the newest of
+# kernels/vmlinuz-* when neither -k nor VMTEST_KERNEL is given).
+if [[ -n $KERNEL_SERIES ]]; then
+    record_dir=${XDG_CACHE_HOME:-${HOME:-/root}/.cache}/vmtest
+    mkdir -p -- "$record_dir" && printf '%s\n' "$KERNELS_DIR" > "$record_dir/setup-kernels"
+fi
 
 # ---------------------------------------------------------------------------
 # 3. Optional: Linux 6.1 with virtio and 9p built in

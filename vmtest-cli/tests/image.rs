@@ -13,8 +13,14 @@ use std::process::{Command, Stdio};
 fn image() -> PathBuf {
     let image = std::env::var_os("VMTEST_TEST_IMAGE")
         .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../kernels/debian-12.qcow2"));
-    assert!(image.is_file(), "{} is missing: run scripts/build-image.sh", image.display());
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../kernels/debian-12.qcow2")
+        });
+    assert!(
+        image.is_file(),
+        "{} is missing: run scripts/build-image.sh",
+        image.display()
+    );
     image
 }
 
@@ -59,12 +65,25 @@ num_cpus = 1
     assert_eq!(output.status.code(), Some(1), "one target fails");
     assert!(stdout.contains("[bios] shared\n"), "{stdout}");
     assert!(stderr.contains("[bios] on-stderr\n"), "{stderr}");
-    assert!(stderr.contains("vmtest: [bios] FAIL: the command exited with code 5"), "{stderr}");
+    assert!(
+        stderr.contains("vmtest: [bios] FAIL: the command exited with code 5"),
+        "{stderr}"
+    );
     assert!(stdout.contains("[uefi] uefi-booted\n"), "{stdout}");
     assert!(stderr.contains("vmtest: [uefi] PASS"), "{stderr}");
-    assert_eq!(std::fs::read_to_string(dir.path().join("from-guest")).unwrap(), "bios-booted\n");
-    assert!(std::fs::read_dir(tmp.path()).unwrap().next().is_none(), "files left in TMPDIR");
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("from-guest")).unwrap(),
+        "bios-booted\n"
+    );
+    assert!(
+        std::fs::read_dir(tmp.path()).unwrap().next().is_none(),
+        "files left in TMPDIR"
+    );
     // The image was never written to.
-    let check = Command::new("qemu-img").args(["check", "-q"]).arg(image()).status().unwrap();
+    let check = Command::new("qemu-img")
+        .args(["check", "-q"])
+        .arg(image())
+        .status()
+        .unwrap();
     assert!(check.success());
 }

@@ -184,7 +184,7 @@ fn clean(line: &[u8]) -> String {
 /// What stays on screen when a target has ended.
 fn final_block(target: &TargetView, verdict: &Verdict, single: bool) -> String {
     let mut block = String::new();
-    let took = format!("{:.1?}", verdict.duration);
+    let took = format!("{:.1}s", verdict.duration.as_secs_f32());
     if verdict.passed {
         block.push_str(&format!(
             "{} {}  {}\n",

@@ -98,7 +98,9 @@ impl Face for Plain {
                 }
                 match (verdict.passed, self.single) {
                     (true, true) => {}
-                    (true, false) => eprintln!("{prefix}PASS ({:.1?})", verdict.duration),
+                    (true, false) => {
+                        eprintln!("{prefix}PASS ({:.1}s)", verdict.duration.as_secs_f32())
+                    }
                     (false, _) => eprintln!("{prefix}FAIL: {}", verdict.reason),
                 }
                 state.verdicts[index] = Some(verdict.clone());
