@@ -143,6 +143,30 @@ struct RawMount {
     writable: bool,
 }
 
+/// Any target's name, and where it is, for errors in a file that does not
+/// read as a configuration.
+#[derive(Deserialize)]
+struct Names {
+    #[serde(default)]
+    target: Vec<Spanned<Named>>,
+}
+
+#[derive(Deserialize)]
+struct Named {
+    name: Option<String>,
+}
+
+/// The name of the target whose table holds `offset`, if the file reads as
+/// TOML at all.
+fn target_around(text: &str, offset: usize) -> Option<String> {
+    let names: Names = toml::from_str(text).ok()?;
+    names
+        .target
+        .into_iter()
+        .find(|target| target.span().contains(&offset))
+        .and_then(|target| target.into_inner().name)
+}
+
 /// Reads and checks the configuration in `file`.
 pub fn load(file: &Path) -> Result<Vec<Target>, ConfigError> {
     let text = std::fs::read_to_string(file).map_err(|error| ConfigError {
@@ -170,6 +194,7 @@ pub fn parse(file: &Path, text: &str) -> Result<Vec<Target>, ConfigError> {
         Ok(raw) => raw,
         Err(error) => {
             let span = error.span().unwrap_or(0..0);
+            checker.target = target_around(text, span.start);
             checker.problem(span, error.message().to_string());
             return Err(checker.finish());
         }
@@ -584,7 +609,7 @@ bios = "disk.qcow2"
         let d = dir.path();
         assert_eq!(
             errors(d, "[[target]]\nname = \"a\"\nkernl = \"k\"\ncommand = \"true\"\n"),
-            ["D/vmtest.toml:3: unknown field `kernl`, expected one of `name`, `image`, `uefi`, `kernel`, `kernel_args`, `kvm_cpu_args`, `rootfs`, `arch`, `qemu_command`, `command`, `vm`"]
+            ["D/vmtest.toml:3: target \"a\": unknown field `kernl`, expected one of `name`, `image`, `uefi`, `kernel`, `kernel_args`, `kvm_cpu_args`, `rootfs`, `arch`, `qemu_command`, `command`, `vm`"]
         );
         assert_eq!(
             errors(d, "[[target]]\nname = \"a\"\nkernel = \"kernels/vmlinuz-6.12\"\nimage = \"disk.qcow2\"\ncommand = \"true\"\n"),

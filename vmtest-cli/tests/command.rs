@@ -145,6 +145,53 @@ fn output_arrives_as_it_is_written() {
 }
 
 #[test]
+fn the_original_example_passes_one_target_and_fails_the_other() {
+    // danobi/vmtest's multi-target example, with our kernels. The second
+    // pattern is quoted so that its dots reach grep escaped: unquoted, bash
+    // turns `^6.1\.` into `^6.1.`, which matches 6.12 (in danobi/vmtest too).
+    let dir = config(
+        r#"
+[[target]]
+name = "check if kernel is 6.12"
+kernel = "kernels/vmlinuz-6.12"
+command = "/bin/bash -c 'uname -r | grep -e ^6.12'"
+
+[[target]]
+name = "check if kernel is 6.1"
+kernel = "kernels/vmlinuz-6.12"
+command = "/bin/bash -c 'uname -r; uname -r | grep -e \"^6\\.1\\.\"'"
+"#,
+    );
+    let run = vmtest(dir.path(), &[]);
+    assert_eq!(run.code(), Some(1));
+    assert!(
+        run.stderr
+            .contains("vmtest: [check if kernel is 6.12] PASS"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr
+            .contains("vmtest: [check if kernel is 6.1] FAIL: the command exited with code 1"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stdout.contains("[check if kernel is 6.1] 6.12."),
+        "{}",
+        run.stdout
+    );
+    // Results in file order: the summary names the failure.
+    assert!(
+        run.stderr
+            .ends_with("vmtest: 1 of 2 targets failed: check if kernel is 6.1\n"),
+        "{}",
+        run.stderr
+    );
+    run.assert_nothing_left();
+}
+
+#[test]
 fn a_config_runs_every_target_and_exits_with_the_failures() {
     let dir = config(
         r#"
@@ -222,6 +269,46 @@ num_cpus = 1
 }
 
 #[test]
+fn a_rootfs_is_the_guests_root() {
+    // A tiny root: the host's bash and the libraries it needs, the
+    // directories a root has, and a marker.
+    let root = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    for dir in ["dev", "proc", "sys", "run", "tmp", "mnt", "bin"] {
+        std::fs::create_dir(root.path().join(dir)).unwrap();
+    }
+    let libraries = Command::new("ldd")
+        .arg("/bin/bash")
+        .output()
+        .unwrap()
+        .stdout;
+    let needed = String::from_utf8(libraries).unwrap();
+    for path in needed
+        .split_whitespace()
+        .filter(|word| word.starts_with('/'))
+    {
+        let to = root.path().join(path.trim_start_matches('/'));
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::copy(path, to).unwrap();
+    }
+    std::fs::copy("/bin/bash", root.path().join("bin/bash")).unwrap();
+    std::fs::write(root.path().join("marker"), "in the rootfs\n").unwrap();
+    let here = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let run = vmtest(
+        here.path(),
+        &[
+            "-k",
+            kernel("6.12").to_str().unwrap(),
+            "-r",
+            root.path().to_str().unwrap(),
+            "read line < /marker; echo \"$line\"; echo $PWD; [ -e /usr/bin/cargo ] || echo no-host-root",
+        ],
+    );
+    assert_eq!(run.code(), Some(0), "{}", run.stderr);
+    assert_eq!(run.stdout, "in the rootfs\n/\nno-host-root\n");
+    run.assert_nothing_left();
+}
+
+#[test]
 fn a_malformed_config_is_refused_before_anything_boots() {
     let dir = config(
         "[[target]]\nname = \"both\"\nkernel = \"kernels/vmlinuz-6.1\"\nimage = \"disk.img\"\ncommand = \"true\"\n\
@@ -230,7 +317,8 @@ fn a_malformed_config_is_refused_before_anything_boots() {
     let run = vmtest(dir.path(), &[]);
     assert_eq!(run.code(), Some(64));
     assert!(
-        run.stderr.contains("vmtest.toml:8: unknown field `kernl`"),
+        run.stderr
+            .contains("vmtest.toml:8: target \"typo\": unknown field `kernl`"),
         "{}",
         run.stderr
     );

@@ -140,7 +140,12 @@ fn server_env(host: &[OsString], shared_dir: Option<&Path>) -> Vec<OsString> {
 /// with another root: through the host's own dynamic loader and libraries,
 /// which the guest's root may lack. It starts in `/`.
 fn from_host_view(server: &GuestServer) -> ServerCommand {
-    let in_view = |path: &Path| Path::new(HOST_VIEW).join(path.strip_prefix("/").unwrap_or(path));
+    // Resolved on the host: an absolute symlink in the view would point
+    // into the guest's root (`/lib64/ld-linux-x86-64.so.2` is one).
+    let in_view = |path: &Path| {
+        let path = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
+        Path::new(HOST_VIEW).join(path.strip_prefix("/").unwrap_or(&path))
+    };
     let binary = in_view(&server.program);
     let (program, mut args) = match interpreter(&server.program) {
         Some(loader) => {
