@@ -4,7 +4,7 @@
 //! guest's foreground job: job control works there, and vmtest is not
 //! interrupted. The window size follows the host's (SIGWINCH).
 
-use std::io::{IsTerminal, Read, Write};
+use std::io::{IsTerminal, Read};
 use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::sync::mpsc;
@@ -80,11 +80,7 @@ impl Reporter for Screen {
             Event::VmBooting { shape, .. } => eprint!("vmtest: booting {shape}\r\n"),
             Event::VmDied { death, .. } => eprint!("\r\nvmtest: the VM died: {}\r\n", death.cause),
             Event::Output { stream, data, .. } => {
-                let _ = match stream {
-                    Stream::Stdout => std::io::stdout().lock().write_all(data),
-                    Stream::Stderr => std::io::stderr().lock().write_all(data),
-                };
-                let _ = std::io::stdout().flush();
+                crate::ui::pass_through(*stream == Stream::Stderr, data);
             }
             _ => {}
         }

@@ -8,7 +8,6 @@
 //! line, until the command starts.
 
 use std::collections::VecDeque;
-use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -243,11 +242,7 @@ impl Face for Live {
 
     fn output(&self, index: usize, stderr: bool, data: &[u8]) {
         if self.single {
-            let _ = match stderr {
-                true => std::io::stderr().lock().write_all(data),
-                false => std::io::stdout().lock().write_all(data),
-            };
-            return;
+            return super::pass_through(stderr, data);
         }
         let mut state = self.shared.state();
         let target = &mut state.targets[index];

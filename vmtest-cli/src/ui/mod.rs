@@ -19,6 +19,18 @@ use std::time::Duration;
 
 use vmtest_engine::{chain, Event, Finished, JobId, Outcome, Reporter, Splat, VmShape};
 
+/// Writes a command's output where the command wrote it, as it is.
+pub fn pass_through(stderr: bool, data: &[u8]) {
+    use std::io::Write;
+    let _ = match stderr {
+        true => std::io::stderr().lock().write_all(data),
+        false => {
+            let mut stdout = std::io::stdout().lock();
+            stdout.write_all(data).and_then(|()| stdout.flush())
+        }
+    };
+}
+
 /// What a face needs to know about each target, in file order.
 #[derive(Debug, Clone)]
 pub struct TargetInfo {

@@ -110,11 +110,7 @@ impl Face for Plain {
 
     fn output(&self, index: usize, stderr: bool, data: &[u8]) {
         if self.single {
-            let _ = match stderr {
-                true => std::io::stderr().lock().write_all(data),
-                false => std::io::stdout().lock().write_all(data),
-            };
-            return;
+            return super::pass_through(stderr, data);
         }
         let mut state = self.state();
         let mut partial = std::mem::take(&mut state.partial[index][usize::from(stderr)]);
