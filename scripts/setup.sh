@@ -162,7 +162,8 @@ for series in $KERNEL_SERIES; do
     stamp="$pkg $version"
 
     if [[ -f $dest/.package && $(<"$dest/.package") == "$stamp" \
-          && -f $dest/boot/vmlinuz-$release && -d $dest/lib/modules/$release ]]; then
+          && -f $dest/boot/vmlinuz-$release && -d $dest/lib/modules/$release \
+          && -f $KERNELS_DIR/debs/linux-image-$series.deb ]]; then
         info "$pkg $version: already extracted"
     else
         dl=$(mktemp -d "$KERNELS_DIR/.download.XXXXXX")
@@ -188,6 +189,11 @@ for series in $KERNEL_SERIES; do
         [[ -f $tmp/boot/vmlinuz-$release ]] || die "$pkg has no boot/vmlinuz-$release"
         [[ -d $tmp/lib/modules/$release ]] || die "$pkg has no lib/modules/$release"
         printf '%s\n' "$stamp" > "$tmp/.package"
+        # The package itself is kept: the tests serve it over HTTP to show
+        # kernels fetched by URL.
+        mkdir -p -- "$KERNELS_DIR/debs"
+        rm -f -- "$KERNELS_DIR/debs/linux-image-$series.deb"
+        mv -- "$deb" "$KERNELS_DIR/debs/linux-image-$series.deb"
         rm -rf -- "$dest" "$dl"
         mv -- "$tmp" "$dest"
     fi

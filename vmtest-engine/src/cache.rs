@@ -33,7 +33,16 @@ pub(crate) fn store(
     name: &str,
     write: impl FnOnce(&mut BufWriter<File>) -> io::Result<()>,
 ) -> Result<PathBuf, CacheError> {
-    let target = dir.join(name);
+    store_as(dir, |file| write(file).map(|()| name.to_string()))
+}
+
+/// Writes a file into `dir` through `write`, atomically, under the name
+/// `write` returns once it has written it (a digest of what it wrote);
+/// returns its path.
+pub(crate) fn store_as(
+    dir: &Path,
+    write: impl FnOnce(&mut BufWriter<File>) -> io::Result<String>,
+) -> Result<PathBuf, CacheError> {
     let error = |path: &Path| {
         let path = path.to_path_buf();
         move |source| CacheError { path, source }
@@ -41,13 +50,14 @@ pub(crate) fn store(
     fs::create_dir_all(dir).map_err(error(dir))?;
     let temp = dir.join(cleanup::owned_name(TEMP_PREFIX, TEMP_SUFFIX));
     let _registration = cleanup::register(Resource::Path(temp.clone()));
+    let mut target = dir.to_path_buf();
     let written = (|| {
         let file = OpenOptions::new()
             .write(true)
             .create_new(true)
             .open(&temp)?;
         let mut writer = BufWriter::new(file);
-        write(&mut writer)?;
+        target = dir.join(write(&mut writer)?);
         let file = writer
             .into_inner()
             .map_err(io::IntoInnerError::into_error)?;

@@ -66,6 +66,18 @@ pub enum Event {
         name: Arc<str>,
         finished: Arc<Finished>,
     },
+    /// A kernel is being downloaded: `received` bytes of `total` so far.
+    Downloading {
+        url: String,
+        received: u64,
+        total: Option<u64>,
+    },
+    /// A kernel was downloaded.
+    Downloaded {
+        url: String,
+        bytes: u64,
+        took: Duration,
+    },
     /// The run was interrupted by this signal; its VMs were stopped.
     Cancelled { signal: i32, vms: usize },
 }

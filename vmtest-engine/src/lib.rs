@@ -61,9 +61,11 @@ mod run_dir;
 mod settings;
 mod shape;
 mod splat;
+mod supply;
 mod vm;
 
 pub use accel::{Accel, Choice};
+pub use boot::bzimage::{kernel_version as kernel_release, ImageError};
 pub use boot::PrepareError;
 pub use contract::messages::{JobId, Stream, Verdict, WindowSize};
 pub use contract::SHARED_DIR_VAR;
@@ -77,4 +79,5 @@ pub use qemu::process::SpawnError;
 pub use settings::{Settings, SettingsError};
 pub use shape::{Mount, VmShape, DEFAULT_CPUS, DEFAULT_MEMORY_MIB};
 pub use splat::Splat;
+pub use supply::{deb::DebError, fetch::FetchError, is_url, Supply, SupplyError};
 pub use vm::{BootError, DeathCause, Details, VmDeath};

@@ -3,14 +3,17 @@
 //! down before the process exits with libtest's code.
 
 use std::collections::BTreeSet;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use libtest_mimic::{Arguments, Conclusion, Failed, Trial};
-use vmtest_engine::{chain, Engine, GuestServer, Settings, SetupError};
+use vmtest_engine::{
+    chain, Engine, GuestServer, Reporter, Settings, SetupError, Supply, SupplyError, VmShape,
+};
 
 use crate::plan::{self, PlannedTest};
 use crate::reporter::LibtestReporter;
-use crate::resolve::shape_of;
+use crate::resolve::{gated, shape_of, ShapeError};
 use crate::{guest, registry, runner};
 
 /// Runs the test binary: inside a guest, the tests the host asks for; on
@@ -26,46 +29,69 @@ pub fn main() -> ! {
     conclusion.exit()
 }
 
+/// A planned test, its VM's shape, and why it is ignored on its kernel.
+struct Resolved {
+    planned: PlannedTest,
+    shape: Result<VmShape, ShapeError>,
+    gate: Option<String>,
+}
+
 fn run(args: &Arguments, planned: Vec<PlannedTest>) -> Conclusion {
+    let settings = Settings::from_env();
+    let reporter = Arc::new(LibtestReporter {
+        nocapture: args.nocapture,
+        verbose: settings.as_ref().is_ok_and(|settings| settings.verbose),
+    });
+    let resolved = resolve(planned, &reporter);
+    for test in &resolved {
+        if let Some(reason) = &test.gate {
+            reporter.ignored(&test.planned.name, reason);
+        }
+    }
+    let ignored = |test: &Resolved| test.planned.test.ignore || test.gate.is_some();
     if args.list {
-        // Listing boots nothing and needs no settings.
-        let trials = planned
-            .into_iter()
-            .map(|planned| {
-                Trial::test(planned.name, || Ok(())).with_ignored_flag(planned.test.ignore)
+        // Listing boots nothing.
+        let trials = resolved
+            .iter()
+            .map(|test| {
+                Trial::test(test.planned.name.clone(), || Ok(())).with_ignored_flag(ignored(test))
             })
             .collect();
         return libtest_mimic::run(args, trials);
     }
-    let engine = match start_engine(args) {
+    let engine = match settings
+        .map_err(SetupError::from)
+        .and_then(|settings| start_engine(settings, &reporter))
+    {
         Ok(engine) => Arc::new(engine),
         // Every test fails with the reason.
         Err(error) => {
             let message = chain(&error);
-            let trials = planned
-                .into_iter()
-                .map(|planned| {
+            let trials = resolved
+                .iter()
+                .map(|test| {
                     let message = message.clone();
-                    Trial::test(planned.name, move || Err(Failed::from(message)))
-                        .with_ignored_flag(planned.test.ignore)
+                    Trial::test(test.planned.name.clone(), move || {
+                        Err(Failed::from(message))
+                    })
+                    .with_ignored_flag(ignored(test))
                 })
                 .collect();
             return libtest_mimic::run(args, trials);
         }
     };
-    let env = |var: &str| std::env::var(var).ok();
     let mut ahead = BTreeSet::new();
-    let trials: Vec<Trial> = planned
+    let trials: Vec<Trial> = resolved
         .into_iter()
-        .map(|planned| {
-            let shape = shape_of(&planned, env);
-            let ignore = planned.test.ignore;
+        .map(|test| {
+            let is_ignored = ignored(&test);
+            let Resolved { planned, shape, .. } = test;
             let nocapture = args.nocapture;
             let trial = Trial::test(planned.name.clone(), {
                 let (engine, shape) = (Arc::clone(&engine), shape.clone());
                 move || runner::run(&engine, &planned, shape?, nocapture)
             })
-            .with_ignored_flag(ignore);
+            .with_ignored_flag(is_ignored);
             if let Ok(shape) = shape {
                 if !args.is_filtered_out(&trial) && !args.is_ignored(&trial) {
                     ahead.insert(shape);
@@ -80,12 +106,31 @@ fn run(args: &Arguments, planned: Vec<PlannedTest>) -> Conclusion {
     conclusion
 }
 
-fn start_engine(args: &Arguments) -> Result<Engine, SetupError> {
-    let settings = Settings::from_env()?;
-    let reporter = Arc::new(LibtestReporter {
-        nocapture: args.nocapture,
-        verbose: settings.verbose,
-    });
+/// The shape of every planned test's VM, fetching kernels named by URL.
+fn resolve(planned: Vec<PlannedTest>, reporter: &Arc<LibtestReporter>) -> Vec<Resolved> {
+    let env = |var: &str| std::env::var(var).ok();
+    let supply = Supply::from_env().map_err(Arc::new);
+    let fetch = |url: &str| -> Result<PathBuf, Arc<SupplyError>> {
+        let supply = supply.as_ref().map_err(Arc::clone)?;
+        supply
+            .kernel(url, &|event| reporter.report(event))
+            .map_err(Arc::new)
+    };
+    planned
+        .into_iter()
+        .map(|planned| {
+            let shape = shape_of(&planned, env, &fetch);
+            let gate = shape.as_ref().ok().and_then(|shape| gated(&planned, shape));
+            Resolved {
+                planned,
+                shape,
+                gate,
+            }
+        })
+        .collect()
+}
+
+fn start_engine(settings: Settings, reporter: &Arc<LibtestReporter>) -> Result<Engine, SetupError> {
     let server = GuestServer::this_process().map_err(SetupError::Server)?;
-    Engine::with_settings(settings, server, reporter)
+    Engine::with_settings(settings, server, Arc::clone(reporter) as Arc<dyn Reporter>)
 }

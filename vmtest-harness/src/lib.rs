@@ -51,8 +51,10 @@ mod reporter;
 mod resolve;
 mod runner;
 mod vars;
+mod version;
 
 pub use harness::main;
+pub use version::{kernel_version, KernelVersion};
 pub use vmtest_engine::SHARED_DIR_VAR;
 pub use vmtest_macros::vmtest;
 

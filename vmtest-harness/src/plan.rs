@@ -12,12 +12,23 @@ pub(crate) struct PlannedTest {
     /// The name libtest shows and filters on.
     pub name: String,
     pub test: &'static VmTest,
-    /// The kernel as written in the attribute; `None` means `VMTEST_KERNEL`.
-    pub kernel: Option<&'static str>,
+    pub kernel: Kernel,
+}
+
+/// Which kernel a planned test boots.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Kernel {
+    /// A path (relative to the crate) or a URL, as written; `${VAR}`s in it
+    /// are expanded when the test runs.
+    Written(String),
+    /// The one in `VMTEST_KERNEL`.
+    FromEnv,
+    /// The test's kernel list cannot be read: why.
+    Unplannable(String),
 }
 
 /// Every test on every kernel it names; `env` expands `${VAR}`s in kernel
-/// paths for the labels.
+/// paths for the labels, and in kernel lists.
 pub(crate) fn plan(
     tests: &[&'static VmTest],
     env: impl Fn(&str) -> Option<String>,
@@ -25,38 +36,99 @@ pub(crate) fn plan(
     let mut planned = Vec::new();
     for &test in tests {
         let path = test.path();
-        match test.kernels {
-            [] => planned.push(PlannedTest {
-                name: path,
-                test,
-                kernel: None,
-            }),
-            [kernel] => planned.push(PlannedTest {
-                name: path,
-                test,
-                kernel: Some(kernel),
-            }),
-            kernels => {
-                for (kernel, label) in kernels.iter().zip(kernel_labels(kernels, &env)) {
+        let written: Vec<String> = match (test.kernel_list, test.kernels) {
+            (Some(list), _) => match expand_list(list, Path::new(test.manifest_dir), &env) {
+                Ok(kernels) => kernels,
+                Err(reason) => {
                     planned.push(PlannedTest {
-                        name: format!("{path}[{label}]"),
+                        name: path,
                         test,
-                        kernel: Some(kernel),
+                        kernel: Kernel::Unplannable(reason),
                     });
+                    continue;
                 }
+            },
+            (None, []) => {
+                planned.push(PlannedTest {
+                    name: path,
+                    test,
+                    kernel: Kernel::FromEnv,
+                });
+                continue;
             }
+            (None, [kernel]) => {
+                planned.push(PlannedTest {
+                    name: path,
+                    test,
+                    kernel: Kernel::Written(kernel.to_string()),
+                });
+                continue;
+            }
+            (None, kernels) => kernels.iter().map(|kernel| kernel.to_string()).collect(),
+        };
+        for (kernel, label) in written.iter().zip(kernel_labels(&written, &env)) {
+            planned.push(PlannedTest {
+                name: format!("{path}[{label}]"),
+                test,
+                kernel: Kernel::Written(kernel.clone()),
+            });
         }
     }
     planned
 }
 
+/// The kernels of a list such as `"${VMTEST_KERNELS}"`: paths or URLs,
+/// separated by spaces, commas or newlines; a directory stands for the
+/// kernel images in it (`vmlinuz-*`, `bzImage*`).
+fn expand_list(
+    list: &str,
+    base: &Path,
+    env: &impl Fn(&str) -> Option<String>,
+) -> Result<Vec<String>, String> {
+    let expanded = expand("kernels", list, env).map_err(|error| error.to_string())?;
+    let mut kernels = Vec::new();
+    for entry in expanded
+        .split(|c: char| c.is_whitespace() || c == ',')
+        .filter(|entry| !entry.is_empty())
+    {
+        let dir = base.join(entry);
+        if !vmtest_engine::is_url(entry) && dir.is_dir() {
+            let mut images: Vec<String> = std::fs::read_dir(&dir)
+                .map_err(|error| format!("cannot list kernels in {}: {error}", dir.display()))?
+                .flatten()
+                .filter(|image| {
+                    let name = image.file_name().to_string_lossy().into_owned();
+                    (name.starts_with("vmlinuz-") || name.starts_with("bzImage"))
+                        && image.path().is_file()
+                })
+                .map(|image| image.path().to_string_lossy().into_owned())
+                .collect();
+            if images.is_empty() {
+                return Err(format!(
+                    "kernel directory {} holds no vmlinuz-* or bzImage",
+                    dir.display()
+                ));
+            }
+            images.sort();
+            kernels.extend(images);
+        } else {
+            kernels.push(entry.to_string());
+        }
+    }
+    if kernels.is_empty() {
+        return Err(format!("kernels {list:?} names no kernel"));
+    }
+    Ok(kernels)
+}
+
 /// Short labels telling a test's kernels apart: the file names (after
-/// `${VAR}` expansion), or the paths as written where two file names are the
-/// same.
-fn kernel_labels(kernels: &[&str], env: &impl Fn(&str) -> Option<String>) -> Vec<String> {
+/// `${VAR}` expansion; for a URL, its last part), or the paths as written
+/// where two file names are the same.
+fn kernel_labels(kernels: &[String], env: &impl Fn(&str) -> Option<String>) -> Vec<String> {
     let file_name = |kernel: &str| {
         let expanded = expand("kernel image", kernel, env).unwrap_or_else(|_| kernel.to_string());
-        Path::new(&expanded)
+        let without_query = expanded.split(['?', '#']).next().unwrap_or(&expanded);
+        Path::new(without_query)
             .file_name()
             .map(|name| name.to_string_lossy().into_owned())
             .unwrap_or(expanded)
@@ -69,7 +141,7 @@ fn kernel_labels(kernels: &[&str], env: &impl Fn(&str) -> Option<String>) -> Vec
     if distinct {
         names
     } else {
-        kernels.iter().map(|kernel| kernel.to_string()).collect()
+        kernels.to_vec()
     }
 }
 
@@ -81,19 +153,22 @@ mod tests {
         Box::leak(Box::new(VmTest::sample(module_path, kernels)))
     }
 
-    fn names(tests: &[&'static VmTest]) -> Vec<String> {
-        let env = |var: &str| (var == "K").then(|| "/kernels".to_string());
+    fn names(tests: &[&'static VmTest], env: impl Fn(&str) -> Option<String>) -> Vec<String> {
         plan(tests, env)
             .into_iter()
             .map(|planned| planned.name)
             .collect()
     }
 
+    fn env(var: &str) -> Option<String> {
+        (var == "K").then(|| "/kernels".to_string())
+    }
+
     #[test]
     fn names_are_paths_inside_the_crate() {
-        assert_eq!(names(&[test("kernels", &[])]), ["probe"]);
+        assert_eq!(names(&[test("kernels", &[])], env), ["probe"]);
         assert_eq!(
-            names(&[test("kernels::bpf::maps", &["k"])]),
+            names(&[test("kernels::bpf::maps", &["k"])], env),
             ["bpf::maps::probe"]
         );
     }
@@ -101,11 +176,17 @@ mod tests {
     #[test]
     fn several_kernels_give_one_test_each_with_a_suffix() {
         assert_eq!(
-            names(&[test("kernels", &["${K}/vmlinuz-6.1", "/abs/vmlinuz-6.12"])]),
+            names(
+                &[test(
+                    "kernels",
+                    &["${K}/vmlinuz-6.1", "https://h/p/vmlinuz-6.12#sha256=ab"]
+                )],
+                env
+            ),
             ["probe[vmlinuz-6.1]", "probe[vmlinuz-6.12]"]
         );
         assert_eq!(
-            names(&[test("kernels", &["${K}", "${UNSET}"])]),
+            names(&[test("kernels", &["${K}", "${UNSET}"])], env),
             ["probe[kernels]", "probe[${UNSET}]"]
         );
     }
@@ -113,8 +194,54 @@ mod tests {
     #[test]
     fn same_file_names_fall_back_to_the_written_paths() {
         assert_eq!(
-            names(&[test("kernels", &["a/bzImage", "b/bzImage"])]),
+            names(&[test("kernels", &["a/bzImage", "b/bzImage"])], env),
             ["probe[a/bzImage]", "probe[b/bzImage]"]
         );
+    }
+
+    #[test]
+    fn a_kernel_list_comes_from_the_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in ["vmlinuz-6.1", "vmlinuz-6.12", "config-6.1"] {
+            std::fs::write(dir.path().join(name), "").unwrap();
+        }
+        let listed = |value: String| {
+            let test: &'static VmTest = Box::leak(Box::new(VmTest {
+                kernel_list: Some("${KERNELS}"),
+                ..VmTest::sample("kernels", &[])
+            }));
+            plan(&[test], move |var| {
+                (var == "KERNELS").then(|| value.clone())
+            })
+        };
+        let planned = listed(format!("{} , https://h/bzImage-6.4", dir.path().display()));
+        let names: Vec<&str> = planned
+            .iter()
+            .map(|planned| planned.name.as_str())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "probe[vmlinuz-6.1]",
+                "probe[vmlinuz-6.12]",
+                "probe[bzImage-6.4]"
+            ]
+        );
+        assert_eq!(
+            planned[2].kernel,
+            Kernel::Written("https://h/bzImage-6.4".into())
+        );
+        let planned = listed(String::new());
+        assert!(
+            matches!(&planned[0].kernel, Kernel::Unplannable(reason) if reason.contains("names no kernel"))
+        );
+        let unset = plan(
+            &[Box::leak(Box::new(VmTest {
+                kernel_list: Some("${NOPE}"),
+                ..VmTest::sample("k", &[])
+            }))],
+            env,
+        );
+        assert!(matches!(&unset[0].kernel, Kernel::Unplannable(reason) if reason.contains("NOPE")));
     }
 }

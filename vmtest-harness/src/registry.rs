@@ -15,8 +15,17 @@ pub struct VmTest {
     /// `env!("CARGO_MANIFEST_DIR")` of the crate defining the test: relative
     /// kernel paths are resolved against it.
     pub manifest_dir: &'static str,
-    /// Kernel images as written (may contain `${VAR}`); empty means `VMTEST_KERNEL`.
+    /// Kernel images as written (may contain `${VAR}`); empty means
+    /// `VMTEST_KERNEL`, unless `kernel_list` is given.
     pub kernels: &'static [&'static str],
+    /// `kernels = "${VAR}"`: a list of kernels taken from the environment
+    /// when the tests run.
+    pub kernel_list: Option<&'static str>,
+    /// `min_kernel`: the oldest kernel version the test runs on (`"6.4"`,
+    /// `"6.1.90"`); on older ones it is ignored.
+    pub min_kernel: Option<&'static str>,
+    /// `max_kernel`: the newest (`"6.11"` takes in every 6.11.x).
+    pub max_kernel: Option<&'static str>,
     /// An explicit modules directory, as written (may contain `${VAR}`).
     pub modules: Option<&'static str>,
     /// Guest memory in MiB.
@@ -116,6 +125,9 @@ impl VmTest {
             module_path,
             manifest_dir: "/crate",
             kernels,
+            kernel_list: None,
+            min_kernel: None,
+            max_kernel: None,
             modules: None,
             memory_mib: None,
             cpus: None,

@@ -2,7 +2,7 @@
 //! libtest's own lines (which libtest-mimic prints). Notices go to stderr;
 //! with `--nocapture`, tests' output goes where they wrote it, as it comes.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 
 use vmtest_engine::{Event, Reporter, Stream};
 
@@ -11,6 +11,14 @@ pub(crate) struct LibtestReporter {
     pub nocapture: bool,
     /// `VMTEST_VERBOSE`: say how long each boot and each test took.
     pub verbose: bool,
+}
+
+impl LibtestReporter {
+    /// A test that does not run on its kernel, and why (libtest has no
+    /// place for an ignored test's reason).
+    pub(crate) fn ignored(&self, name: &str, reason: &str) {
+        eprintln!("vmtest: {name} is ignored: {reason}");
+    }
 }
 
 impl Reporter for LibtestReporter {
@@ -45,10 +53,25 @@ impl Reporter for LibtestReporter {
             Event::JobFinished { name, finished, .. } if self.verbose => {
                 eprintln!("vmtest: {name} ran in {:.2?} in its VM", finished.duration);
             }
+            Event::Downloading { url, received, total } if std::io::stderr().is_terminal() => {
+                let of = total.map_or(String::new(), |total| format!(" of {:.1} MB", mib(total)));
+                eprint!("\rvmtest: fetching {url}: {:.1} MB{of}\x1b[K", mib(*received));
+            }
+            Event::Downloaded { url, bytes, took } => {
+                if std::io::stderr().is_terminal() {
+                    eprint!("\r\x1b[K");
+                }
+                eprintln!("vmtest: fetched {url} ({:.1} MB in {took:.1?})", mib(*bytes));
+            }
             Event::Cancelled { vms, .. } => {
                 eprintln!("vmtest: interrupted; {vms} VM(s) stopped");
             }
             _ => {}
         }
     }
+}
+
+/// Bytes in MB, for people.
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1 << 20) as f64
 }

@@ -1,46 +1,69 @@
-//! From a planned test to the shape of its VM: the kernel path as written
-//! (`${VAR}` expanded, relative to the crate), or `VMTEST_KERNEL`.
+//! From a planned test to the shape of its VM: the kernel as written
+//! (`${VAR}` expanded; a path relative to the crate, or a URL, fetched), or
+//! `VMTEST_KERNEL`; and whether the kernel's version is one the test runs on.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use vmtest_engine::VmShape;
+use vmtest_engine::{is_url, kernel_release, SupplyError, VmShape};
 
-use crate::plan::PlannedTest;
+use crate::plan::{Kernel, PlannedTest};
 use crate::vars::{expand, VarError};
+use crate::version;
+
+/// Fetches the kernel a URL names (see `vmtest_engine::Supply`).
+pub(crate) type Fetch<'a> = dyn Fn(&str) -> Result<PathBuf, Arc<SupplyError>> + 'a;
 
 /// Why a test's VM cannot be described.
-#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub(crate) enum ShapeError {
     #[error("no kernel given: add `kernel = \"...\"` to #[vmtest] or set VMTEST_KERNEL")]
     NoKernel,
     #[error(transparent)]
     Var(#[from] VarError),
+    #[error("{0}")]
+    Unplannable(String),
     #[error("kernel image {path} does not exist (from {written:?}); run scripts/setup.sh or fix the path")]
     MissingKernel { path: PathBuf, written: String },
+    #[error("cannot fetch kernel {url}: {}", vmtest_engine::chain(.error.as_ref()))]
+    Fetch {
+        url: String,
+        error: Arc<SupplyError>,
+    },
 }
 
 /// The shape of `planned`'s VM, reading `VMTEST_KERNEL` and `${VAR}`s from
-/// `env`.
+/// `env`, fetching URLs with `fetch`.
 pub(crate) fn shape_of(
     planned: &PlannedTest,
     env: impl Fn(&str) -> Option<String>,
+    fetch: &Fetch,
 ) -> Result<VmShape, ShapeError> {
     let test = planned.test;
-    let written = match planned.kernel {
-        Some(kernel) => kernel.to_string(),
-        None => env("VMTEST_KERNEL")
+    let written = match &planned.kernel {
+        Kernel::Written(kernel) => kernel.clone(),
+        Kernel::FromEnv => env("VMTEST_KERNEL")
             .filter(|kernel| !kernel.is_empty())
             .ok_or(ShapeError::NoKernel)?,
+        Kernel::Unplannable(reason) => return Err(ShapeError::Unplannable(reason.clone())),
     };
     let base = Path::new(test.manifest_dir);
-    let kernel = base.join(expand("kernel image", &written, &env)?);
-    // Canonical, so that tests naming the same kernel differently share VMs.
-    let kernel = kernel
-        .canonicalize()
-        .map_err(|_| ShapeError::MissingKernel {
-            path: kernel.clone(),
-            written: written.clone(),
-        })?;
+    let expanded = expand("kernel image", &written, &env)?;
+    let kernel = if is_url(&expanded) {
+        fetch(&expanded).map_err(|error| ShapeError::Fetch {
+            url: expanded.clone(),
+            error,
+        })?
+    } else {
+        let kernel = base.join(&expanded);
+        // Canonical, so that tests naming the same kernel differently share VMs.
+        kernel
+            .canonicalize()
+            .map_err(|_| ShapeError::MissingKernel {
+                path: kernel.clone(),
+                written: written.clone(),
+            })?
+    };
     let modules = test
         .modules
         .map(|modules| expand("modules directory", modules, &env).map(|dir| base.join(dir)))
@@ -53,6 +76,17 @@ pub(crate) fn shape_of(
     Ok(shape)
 }
 
+/// Why `planned` does not run on its kernel (`min_kernel`, `max_kernel`),
+/// read from the image without booting it; `None` if it runs.
+pub(crate) fn gated(planned: &PlannedTest, shape: &VmShape) -> Option<String> {
+    let test = planned.test;
+    if test.min_kernel.is_none() && test.max_kernel.is_none() {
+        return None;
+    }
+    let release = kernel_release(&shape.kernel).ok()?;
+    version::outside(&release, test.min_kernel, test.max_kernel)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -61,6 +95,10 @@ mod tests {
 
     fn env(var: &str) -> Option<String> {
         (var == "KERNELS").then(|| "/opt/kernels".into())
+    }
+
+    fn no_fetch(url: &str) -> Result<PathBuf, Arc<SupplyError>> {
+        panic!("no URL here: {url}")
     }
 
     fn planned(kernels: &'static [&'static str], manifest_dir: &'static str) -> PlannedTest {
@@ -78,7 +116,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("bzImage"), b"").unwrap();
         let manifest_dir: &'static str = Box::leak(dir.path().to_str().unwrap().to_owned().into());
-        let shape = shape_of(&planned(&["bzImage"], manifest_dir), env).unwrap();
+        let shape = shape_of(&planned(&["bzImage"], manifest_dir), env, &no_fetch).unwrap();
         assert_eq!(
             shape.kernel,
             dir.path().canonicalize().unwrap().join("bzImage")
@@ -86,7 +124,7 @@ mod tests {
         assert_eq!((shape.memory_mib, shape.cpus), (1024, 1));
         assert_eq!(shape.kernel_args, "nokaslr");
 
-        let error = shape_of(&planned(&["missing"], manifest_dir), env).unwrap_err();
+        let error = shape_of(&planned(&["missing"], manifest_dir), env, &no_fetch).unwrap_err();
         assert!(
             error.to_string().contains("/missing does not exist"),
             "{error}"
@@ -94,10 +132,24 @@ mod tests {
     }
 
     #[test]
+    fn urls_are_fetched() {
+        let fetched = |url: &str| Ok(PathBuf::from(format!("/cache/{}", url.len())));
+        let shape = shape_of(&planned(&["https://h/vmlinuz"], "/"), env, &fetched).unwrap();
+        assert_eq!(shape.kernel, PathBuf::from("/cache/17"));
+    }
+
+    #[test]
     fn without_a_kernel_vmtest_kernel_is_used_or_the_test_says_what_to_do() {
         let planned = planned(&[], "/");
-        assert_eq!(shape_of(&planned, env), Err(ShapeError::NoKernel));
-        let shape = shape_of(&planned, |var| (var == "VMTEST_KERNEL").then(|| "/".into()));
+        assert!(matches!(
+            shape_of(&planned, env, &no_fetch),
+            Err(ShapeError::NoKernel)
+        ));
+        let shape = shape_of(
+            &planned,
+            |var| (var == "VMTEST_KERNEL").then(|| "/".into()),
+            &no_fetch,
+        );
         assert_eq!(shape.unwrap().kernel, PathBuf::from("/"));
     }
 }

@@ -18,6 +18,8 @@ const KEYS: &[(&str, &str)] = &[
     ("cpus", "cpus = 2"),
     ("kernel_args", r#"kernel_args = "nokaslr""#),
     ("timeout", r#"timeout = "60s""#),
+    ("min_kernel", r#"min_kernel = "6.4""#),
+    ("max_kernel", r#"max_kernel = "6.11""#),
     (
         "allow_splats",
         r#"allow_splats = ["WARNING: .* my_module_"]"#,
@@ -41,12 +43,16 @@ pub(crate) struct Args {
     pub timeout_ms: Option<u64>,
     /// Regular expressions, checked here.
     pub allow_splats: Option<Vec<LitStr>>,
+    pub min_kernel: Option<LitStr>,
+    pub max_kernel: Option<LitStr>,
 }
 
 /// The kernel images, and which of the two keys gave them.
 pub(crate) struct Kernels {
     key: String,
     pub paths: Vec<LitStr>,
+    /// `kernels = "${VAR}"`: a list read from the environment at run time.
+    pub list: Option<LitStr>,
 }
 
 impl Args {
@@ -75,12 +81,12 @@ impl Args {
                     ));
                 }
                 let value = value(meta, &key)?;
-                let paths = if key == "kernel" {
-                    vec![path(&value, &key)?]
-                } else {
-                    kernel_list(&value)?
+                let (paths, list) = match (key.as_str(), literal(&value)) {
+                    ("kernel", _) => (vec![path(&value, &key)?], None),
+                    (_, Some(Lit::Str(_))) => (Vec::new(), Some(path(&value, &key)?)),
+                    _ => (kernel_list(&value)?, None),
                 };
-                self.kernels = Some(Kernels { key, paths });
+                self.kernels = Some(Kernels { key, paths, list });
                 Ok(())
             }
             "modules" => set(&mut self.modules, meta, &key, |value| {
@@ -99,6 +105,12 @@ impl Args {
                 parse_timeout(&lit.value()).map_err(|message| Error::new_spanned(lit, message))
             }),
             "allow_splats" => set(&mut self.allow_splats, meta, &key, pattern_list),
+            "min_kernel" => set(&mut self.min_kernel, meta, &key, |value| {
+                version(value, "min_kernel")
+            }),
+            "max_kernel" => set(&mut self.max_kernel, meta, &key, |value| {
+                version(value, "max_kernel")
+            }),
             _ => Err(Error::new_spanned(
                 &meta.path,
                 unknown_key(&path_text(&meta.path)),
@@ -226,7 +238,8 @@ fn kernel_list(value: &Expr) -> Result<Vec<LitStr>> {
             return Err(Error::new_spanned(
                 value,
                 format!(
-                    "expected an array of string literals: `{}` (or `{}` for one kernel)",
+                    "expected an array of string literals: `{}` (or `{}` for one kernel, or \
+                     `kernels = \"${{VMTEST_KERNELS}}\"` for a list read when the tests run)",
                     example("kernels"),
                     example("kernel")
                 ),
@@ -284,6 +297,23 @@ fn pattern_list(value: &Expr) -> Result<Vec<LitStr>> {
         patterns.push(lit.clone());
     }
     Ok(patterns)
+}
+
+/// A kernel version bound: `"6"`, `"6.4"` or `"6.1.90"`.
+fn version(value: &Expr, key: &str) -> Result<LitStr> {
+    let lit = string(value, key)?;
+    let text = lit.value();
+    let parts: Vec<&str> = text.split('.').collect();
+    let numbers = parts
+        .iter()
+        .all(|part| !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()));
+    if !numbers || parts.len() > 3 {
+        return Err(Error::new_spanned(
+            lit,
+            format!("`{key}` {text:?} is not a kernel version such as \"6.4\" or \"6.1.90\""),
+        ));
+    }
+    Ok(lit.clone())
 }
 
 fn cpus(value: &Expr) -> Result<u32> {
@@ -513,8 +543,17 @@ mod tests {
         let args = parse(quote! {
             kernels = ["a", "b"], modules = "m", memory = "1G", cpus = 2,
             kernel_args = "nokaslr", timeout = "60s", allow_splats = ["lkdtm_WARNING", "^BUG: .*"],
+            min_kernel = "6.4", max_kernel = "6.11.2",
         })
         .unwrap();
+        assert_eq!(
+            args.min_kernel.as_ref().map(LitStr::value).as_deref(),
+            Some("6.4")
+        );
+        assert_eq!(
+            args.max_kernel.as_ref().map(LitStr::value).as_deref(),
+            Some("6.11.2")
+        );
         let kernels: Vec<String> = args
             .kernels
             .unwrap()
@@ -538,6 +577,14 @@ mod tests {
     }
 
     #[test]
+    fn kernels_may_be_a_list_read_when_the_tests_run() {
+        let args = parse(quote!(kernels = "${VMTEST_KERNELS}")).unwrap();
+        let kernels = args.kernels.unwrap();
+        assert!(kernels.paths.is_empty());
+        assert_eq!(kernels.list.unwrap().value(), "${VMTEST_KERNELS}");
+    }
+
+    #[test]
     fn no_keys() {
         let args = parse(TokenStream::new()).unwrap();
         assert!(args.kernels.is_none() && args.memory_mib.is_none() && args.cpus.is_none());
@@ -549,7 +596,7 @@ mod tests {
         assert_eq!(
             unknown,
             "unknown key `memroy`: did you mean `memory`? accepted keys: \
-             kernel, kernels, modules, memory, cpus, kernel_args, timeout, allow_splats"
+             kernel, kernels, modules, memory, cpus, kernel_args, timeout, min_kernel, max_kernel, allow_splats"
         );
         assert!(error(quote!(qemu = 1)).starts_with("unknown key `qemu`; accepted keys: kernel,"));
         assert!(error(quote!(kernel_arg = "x")).contains("did you mean `kernel_args`?"));
@@ -568,7 +615,7 @@ mod tests {
     fn value_errors() {
         assert!(error(quote!(kernel = 1)).starts_with("expected a string literal"));
         assert!(error(quote!(kernel = "")).contains("is empty"));
-        assert!(error(quote!(kernels = "a")).starts_with("expected an array"));
+        assert!(error(quote!(kernels = 1)).starts_with("expected an array"));
         assert!(error(quote!(kernels = [])).starts_with("`kernels` is empty"));
         assert!(error(quote!(kernels = ["a", 1])).starts_with("expected a string literal"));
         assert!(error(quote!(kernels = ["a", "a"])).contains("listed twice"));
@@ -580,6 +627,9 @@ mod tests {
         }
         assert!(error(quote!(kernel_args = 1)).starts_with("expected a string literal"));
         assert!(error(quote!(allow_splats = "x")).starts_with("expected an array"));
+        assert!(error(quote!(min_kernel = "6.x")).contains("is not a kernel version"));
+        assert!(error(quote!(max_kernel = 6)).starts_with("expected a string literal"));
+        assert!(error(quote!(kernels = "")).contains("is empty"));
         assert!(error(quote!(allow_splats = [""])).contains("would allow every splat"));
         assert!(error(quote!(allow_splats = ["(unclosed"]))
             .starts_with("not a valid regular expression"));

@@ -217,6 +217,13 @@ fn registration(function: &ItemFn, args: &Args, attrs: &TestAttrs) -> TokenStrea
     let ident = &function.sig.ident;
     let name = ident.unraw().to_string();
     let kernels = args.kernels.iter().flat_map(|kernels| &kernels.paths);
+    let kernel_list = option(
+        args.kernels
+            .as_ref()
+            .and_then(|kernels| kernels.list.as_ref()),
+    );
+    let min_kernel = option(args.min_kernel.as_ref());
+    let max_kernel = option(args.max_kernel.as_ref());
     let modules = option(args.modules.as_ref());
     let memory_mib = option(args.memory_mib.map(Literal::u32_suffixed));
     let cpus = option(args.cpus.map(Literal::u32_suffixed));
@@ -250,6 +257,9 @@ fn registration(function: &ItemFn, args: &Args, attrs: &TestAttrs) -> TokenStrea
                     module_path: ::core::module_path!(),
                     manifest_dir: ::core::env!("CARGO_MANIFEST_DIR"),
                     kernels: &[#(#kernels),*],
+                    kernel_list: #kernel_list,
+                    min_kernel: #min_kernel,
+                    max_kernel: #max_kernel,
                     modules: #modules,
                     memory_mib: #memory_mib,
                     cpus: #cpus,

@@ -32,13 +32,18 @@
 //!
 //! | key           | value                                                     |
 //! |---------------|-----------------------------------------------------------|
-//! | `kernel`      | path to a kernel image                                    |
-//! | `kernels`     | non-empty array of kernel paths; the test runs on each    |
+//! | `kernel`      | path to a kernel image, or an `https://` URL              |
+//! | `kernels`     | non-empty array of kernel paths or URLs; the test runs on |
+//! |               | each; or a string (`"${VMTEST_KERNELS}"`) read when the   |
+//! |               | tests run: kernels separated by spaces or commas, a       |
+//! |               | directory standing for the kernel images in it            |
 //! | `modules`     | a modules directory such as `/lib/modules/6.1.0`          |
 //! | `memory`      | `"512M"`, `"1G"`, `"1536MiB"`, `"2GiB"`: at least 64 MiB  |
 //! | `cpus`        | 1 to 64                                                   |
 //! | `kernel_args` | extra kernel command-line arguments                       |
 //! | `timeout`     | `"500ms"`, `"30s"`, `"2m"`, `"1h"`                        |
+//! | `min_kernel`  | `"6.4"`: on older kernels the test is ignored             |
+//! | `max_kernel`  | `"6.11"`: on newer kernels (6.12 on) it is ignored        |
 //! | `allow_splats`| array of regular expressions: kernel splats (warnings,    |
 //! |               | oopses, ...) matching one do not fail the test            |
 //!

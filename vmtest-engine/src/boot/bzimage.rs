@@ -135,7 +135,7 @@ pub enum ImageError {
 
 /// Reads the kernel release (what `uname -r` prints in the guest, and the
 /// name of its `lib/modules` directory) from an x86 bzImage's setup header.
-pub(crate) fn kernel_version(image: &Path) -> Result<String, ImageError> {
+pub fn kernel_version(image: &Path) -> Result<String, ImageError> {
     let read_error = |source| ImageError::Read {
         path: image.to_path_buf(),
         source,

@@ -11,7 +11,7 @@ fn number() {}
 #[vmtest(kernels = ["a", 6])]
 fn in_list() {}
 
-#[vmtest(kernels = "a")]
+#[vmtest(kernels = 6)]
 fn list_not_array() {}
 
 #[vmtest(kernel)]

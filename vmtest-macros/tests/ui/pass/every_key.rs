@@ -11,6 +11,8 @@ use vmtest_harness::vmtest;
     kernel_args = "nokaslr",
     timeout = "60s",
     allow_splats = ["lkdtm_WARNING", "^BUG: KASAN"],
+    min_kernel = "6.4",
+    max_kernel = "6.11",
 )]
 #[should_panic(expected = "boom")]
 fn every_key() {
@@ -20,6 +22,9 @@ fn every_key() {
 #[vmtest(kernels = ["${CI_KERNELS}/vmlinuz-6.1", "/abs/vmlinuz-6.12"], memory = "1536MiB", timeout = "500ms")]
 #[should_panic = "bang"]
 fn on_each_kernel() {}
+
+#[vmtest(kernels = "${CI_KERNELS}")]
+fn from_the_environment() {}
 
 #[vmtest]
 #[ignore = "reason"]
@@ -50,7 +55,10 @@ fn find(name: &str) -> &'static VmTest {
 }
 
 fn main() {
-    assert_eq!(inventory::iter::<VmTest>.into_iter().count(), 5);
+    assert_eq!(inventory::iter::<VmTest>.into_iter().count(), 6);
+    let test = find("from_the_environment");
+    assert_eq!(test.kernel_list, Some("${CI_KERNELS}"));
+    assert!(test.kernels.is_empty());
 
     let test = find("every_key");
     assert_eq!(test.module_path, module_path!());
@@ -62,6 +70,8 @@ fn main() {
     assert_eq!(test.kernel_args, "nokaslr");
     assert_eq!(test.timeout_ms, Some(60_000));
     assert_eq!(test.allowed_splats, ["lkdtm_WARNING", "^BUG: KASAN"]);
+    assert_eq!((test.min_kernel, test.max_kernel), (Some("6.4"), Some("6.11")));
+    assert_eq!(test.kernel_list, None);
     assert!(!test.ignore);
     assert_eq!(test.should_panic, ShouldPanic::Expected("boom"));
     let hook = std::panic::take_hook();

@@ -1,0 +1,137 @@
+//! Downloading a file into the content-addressed cache: streamed to a
+//! temporary file while its SHA-256 is computed, checked against its
+//! `Content-Length` (a cut connection is an error, never a short file) and
+//! against the expected digest if one is given, then renamed into place
+//! under its digest ([`crate::cache`]), so that two runs fetching at once
+//! or an interrupted download never leave a broken file.
+
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+
+use crate::cache::{self, CacheError};
+use crate::events::Event;
+
+/// How often progress is reported.
+const PROGRESS_EVERY: Duration = Duration::from_millis(200);
+
+/// Why a download failed.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error("cannot fetch {url}: {message}")]
+    Http { url: String, message: String },
+    #[error("{url} was cut short: {received} of {expected} bytes arrived")]
+    Truncated {
+        url: String,
+        received: u64,
+        expected: u64,
+    },
+    #[error("{url} does not have the expected sha256 {expected} (it has {actual}): fix the checksum or the URL")]
+    Checksum {
+        url: String,
+        expected: String,
+        actual: String,
+    },
+    #[error(transparent)]
+    Cache(#[from] CacheError),
+}
+
+impl FetchError {
+    /// A 404: the file is not there (which a derived URL may well be).
+    pub fn not_found(&self) -> bool {
+        matches!(self, FetchError::Http { message, .. } if message.contains("status code 404"))
+    }
+}
+
+/// Downloads `url` into `blobs` as `sha256-<hex>`; returns its path and digest.
+pub(super) fn fetch(
+    url: &str,
+    expected: Option<&str>,
+    blobs: &Path,
+    timeout: Duration,
+    report: &dyn Fn(&Event),
+) -> Result<(PathBuf, String), FetchError> {
+    let http = |message: String| FetchError::Http {
+        url: url.to_string(),
+        message,
+    };
+    let agent = ureq::AgentBuilder::new()
+        .timeout_connect(timeout)
+        .timeout_read(timeout)
+        .build();
+    let response = agent
+        .get(url)
+        .call()
+        .map_err(|error| http(error.to_string()))?;
+    let total: Option<u64> = response
+        .header("Content-Length")
+        .and_then(|length| length.parse().ok());
+    let mut body = response.into_reader();
+    let started = Instant::now();
+    let mut failure = None;
+    let mut digest = String::new();
+    let stored = cache::store_as(blobs, |file| {
+        let mut hasher = Sha256::new();
+        let mut received = 0u64;
+        let mut buffer = vec![0u8; 1 << 16];
+        let mut reported = Instant::now();
+        loop {
+            let read = match body.read(&mut buffer) {
+                Ok(0) => break,
+                Ok(read) => read,
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+                Err(error) => {
+                    failure = Some(http(format!("after {received} bytes: {error}")));
+                    return Err(io::Error::other("download failed"));
+                }
+            };
+            hasher.update(&buffer[..read]);
+            file.write_all(&buffer[..read])?;
+            received += read as u64;
+            if reported.elapsed() >= PROGRESS_EVERY {
+                reported = Instant::now();
+                report(&Event::Downloading {
+                    url: url.to_string(),
+                    received,
+                    total,
+                });
+            }
+        }
+        if let Some(expected) = total.filter(|&total| total != received) {
+            failure = Some(FetchError::Truncated {
+                url: url.to_string(),
+                received,
+                expected,
+            });
+            return Err(io::Error::other("download cut short"));
+        }
+        digest = hex(&hasher.finalize());
+        if let Some(expected) = expected.filter(|expected| !expected.eq_ignore_ascii_case(&digest))
+        {
+            failure = Some(FetchError::Checksum {
+                url: url.to_string(),
+                expected: expected.to_string(),
+                actual: digest.clone(),
+            });
+            return Err(io::Error::other("checksum mismatch"));
+        }
+        report(&Event::Downloaded {
+            url: url.to_string(),
+            bytes: received,
+            took: started.elapsed(),
+        });
+        Ok(format!("sha256-{digest}"))
+    });
+    match (stored, failure) {
+        (_, Some(failure)) => Err(failure),
+        (Ok(path), None) => Ok((path, digest)),
+        (Err(error), None) => Err(error.into()),
+    }
+}
+
+/// Lowercase hex.
+pub(super) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}

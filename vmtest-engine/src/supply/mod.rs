@@ -1,0 +1,258 @@
+//! Kernels from anywhere: wherever a kernel is named, an `https://` or
+//! `http://` URL works as well as a path.
+//!
+//! - A download lands in a content-addressed cache (`$XDG_CACHE_HOME/vmtest`,
+//!   else `~/.cache/vmtest`): `blobs/sha256-<digest>`, and `urls/<hash of
+//!   the URL>` naming the blob a URL gave. A URL seen before is used from
+//!   the cache without the network.
+//! - `#sha256=<hex>` after a URL checks what arrives (and what the cache
+//!   holds) against that digest.
+//! - A Debian or Ubuntu kernel package (`linux-image-*.deb`) is unpacked to
+//!   `unpacked/<digest>/`, kernel and modules (which the boot finds beside
+//!   the kernel). Where the distribution puts the modules in a package of
+//!   their own (Ubuntu's `linux-modules-*.deb`, beside the image package),
+//!   it is fetched and unpacked with it.
+//! - A bare kernel image is used as it is.
+//!
+//! Everything is written atomically, so runs fetching at once, or a
+//! download cut short, never leave a broken kernel in the cache.
+
+pub mod deb;
+pub mod fetch;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+
+use crate::cache::{self, CacheError};
+use crate::cleanup::{self, Resource};
+use crate::events::Event;
+use crate::settings::SettingsError;
+
+use self::deb::DebError;
+use self::fetch::{hex, FetchError};
+
+/// How long a server may take to answer, by default.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+/// The fragment that gives a URL's expected digest.
+const SHA256_FRAGMENT: &str = "#sha256=";
+
+/// Why a kernel could not be supplied.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SupplyError {
+    #[error(transparent)]
+    Fetch(#[from] FetchError),
+    #[error(transparent)]
+    Deb(#[from] DebError),
+    #[error("the package {url} holds no kernel image (boot/vmlinuz-*)")]
+    NoKernel { url: String },
+    #[error(transparent)]
+    Cache(#[from] CacheError),
+    #[error(transparent)]
+    Settings(#[from] SettingsError),
+    #[error("no cache directory for downloaded kernels: set XDG_CACHE_HOME or HOME")]
+    NoCacheDir,
+}
+
+/// The download cache.
+#[derive(Debug, Clone)]
+pub struct Supply {
+    root: PathBuf,
+    timeout: Duration,
+}
+
+/// Whether `kernel` names a download rather than a file.
+pub fn is_url(kernel: &str) -> bool {
+    kernel.starts_with("https://") || kernel.starts_with("http://")
+}
+
+impl Supply {
+    /// The cache in `$XDG_CACHE_HOME/vmtest` (else `~/.cache/vmtest`), and
+    /// `VMTEST_DOWNLOAD_TIMEOUT` (seconds a server may take to answer).
+    pub fn from_env() -> Result<Supply, SupplyError> {
+        let var = |name: &str| std::env::var(name).ok().filter(|value| !value.is_empty());
+        let root = var("XDG_CACHE_HOME")
+            .map(PathBuf::from)
+            .or_else(|| var("HOME").map(|home| Path::new(&home).join(".cache")))
+            .ok_or(SupplyError::NoCacheDir)?
+            .join("vmtest");
+        let timeout = match var("VMTEST_DOWNLOAD_TIMEOUT") {
+            None => DEFAULT_TIMEOUT,
+            Some(value) => value
+                .parse::<f64>()
+                .ok()
+                .and_then(|seconds| Duration::try_from_secs_f64(seconds).ok())
+                .filter(|timeout| !timeout.is_zero())
+                .ok_or_else(|| SettingsError::Invalid {
+                    var: "VMTEST_DOWNLOAD_TIMEOUT",
+                    value,
+                    expected: "give a number of seconds greater than 0",
+                })?,
+        };
+        Ok(Supply { root, timeout })
+    }
+
+    /// A supply with its cache in `root`.
+    pub fn at(root: impl Into<PathBuf>, timeout: Duration) -> Supply {
+        Supply {
+            root: root.into(),
+            timeout,
+        }
+    }
+
+    /// The kernel image `url` names, fetched (or found in the cache) and
+    /// unpacked; `report` hears of the download's progress.
+    pub fn kernel(&self, url: &str, report: &dyn Fn(&Event)) -> Result<PathBuf, SupplyError> {
+        let (address, expected) = match url.split_once(SHA256_FRAGMENT) {
+            Some((address, digest)) => (address, Some(digest)),
+            None => (url, None),
+        };
+        let (blob, digest) = self.blob(address, expected, report)?;
+        let name = file_name(address);
+        let unpacked = self.root.join("unpacked").join(&digest);
+        if !unpacked.exists() {
+            self.unpack(address, &blob, &name, &unpacked, report)?;
+        }
+        if !name.ends_with(".deb") {
+            return Ok(unpacked.join(name));
+        }
+        newest_image(&unpacked.join("boot")).ok_or_else(|| SupplyError::NoKernel {
+            url: address.to_string(),
+        })
+    }
+
+    /// The blob `url` gave, from the cache or the network, and its digest.
+    fn blob(
+        &self,
+        url: &str,
+        expected: Option<&str>,
+        report: &dyn Fn(&Event),
+    ) -> Result<(PathBuf, String), SupplyError> {
+        let blobs = self.root.join("blobs");
+        let index = self.root.join("urls");
+        let key = hex(&Sha256::digest(url.as_bytes()));
+        let known = std::fs::read_to_string(index.join(&key))
+            .ok()
+            .map(|digest| digest.trim().to_string())
+            .filter(|digest| expected.is_none_or(|expected| expected.eq_ignore_ascii_case(digest)));
+        if let Some(digest) = known {
+            let blob = blobs.join(format!("sha256-{digest}"));
+            if blob.is_file() {
+                return Ok((blob, digest));
+            }
+        }
+        let (blob, digest) = fetch::fetch(url, expected, &blobs, self.timeout, report)?;
+        cache::store(&index, &key, |file| {
+            std::io::Write::write_all(file, digest.as_bytes())
+        })?;
+        Ok((blob, digest))
+    }
+
+    /// Makes `unpacked`: the package's tree (with its modules package, if
+    /// the distribution has one), or the bare image under its own name.
+    fn unpack(
+        &self,
+        url: &str,
+        blob: &Path,
+        name: &str,
+        unpacked: &Path,
+        report: &dyn Fn(&Event),
+    ) -> Result<(), SupplyError> {
+        let parent = unpacked.parent().expect("under the cache's root");
+        let temp = parent.join(cleanup::owned_name(".vmtest-tmp-", ".tmp"));
+        let _registration = cleanup::register(Resource::Path(temp.clone()));
+        let io = |source| {
+            SupplyError::Cache(CacheError {
+                path: temp.clone(),
+                source,
+            })
+        };
+        std::fs::create_dir_all(&temp).map_err(io)?;
+        let made = (|| {
+            if !name.ends_with(".deb") {
+                return std::fs::hard_link(blob, temp.join(name))
+                    .or_else(|_| std::fs::copy(blob, temp.join(name)).map(drop))
+                    .map_err(io);
+            }
+            deb::unpack(blob, &temp)?;
+            if let Some(modules) = modules_package(url) {
+                match self.blob(&modules, None, report) {
+                    Ok((modules, _)) => deb::unpack(&modules, &temp)?,
+                    // Debian's image package holds its modules itself.
+                    Err(SupplyError::Fetch(error)) if error.not_found() => {}
+                    Err(error) => return Err(error),
+                }
+            }
+            Ok(())
+        })();
+        let placed = made.and_then(|()| match std::fs::rename(&temp, unpacked) {
+            Ok(()) => Ok(()),
+            // Another run unpacked it first: theirs is the same.
+            Err(_) if unpacked.exists() => Ok(()),
+            Err(error) => Err(io(error)),
+        });
+        let _ = std::fs::remove_dir_all(&temp);
+        placed
+    }
+}
+
+/// The last part of a URL's path.
+fn file_name(url: &str) -> String {
+    let path = url.split(['?', '#']).next().unwrap_or(url);
+    path.rsplit('/').next().unwrap_or("kernel").to_string()
+}
+
+/// Ubuntu splits a kernel's modules into a package of their own beside the
+/// image's: `linux-image-[unsigned-]VERSION_…` goes with
+/// `linux-modules-VERSION_…`.
+fn modules_package(url: &str) -> Option<String> {
+    let name = file_name(url);
+    let rest = name
+        .strip_prefix("linux-image-unsigned-")
+        .or_else(|| name.strip_prefix("linux-image-"))?;
+    let directory = &url[..url.len() - name.len()];
+    Some(format!("{directory}linux-modules-{rest}"))
+}
+
+/// The `vmlinuz-*` in `boot` with the highest version.
+fn newest_image(boot: &Path) -> Option<PathBuf> {
+    let mut images: Vec<PathBuf> = std::fs::read_dir(boot)
+        .ok()?
+        .flatten()
+        .map(|entry| entry.path())
+        .filter(|path| {
+            path.file_name()
+                .and_then(|name| name.to_str())
+                .is_some_and(|name| name.starts_with("vmlinuz-"))
+        })
+        .collect();
+    images.sort();
+    images.pop()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_module_packages_come_from_the_url() {
+        assert_eq!(
+            file_name("https://h/a/linux-image-6.1.deb?x=1"),
+            "linux-image-6.1.deb"
+        );
+        assert_eq!(
+            modules_package(
+                "https://h/p/linux-image-unsigned-6.8.0-40-generic_6.8.0-40.40_amd64.deb"
+            ),
+            Some("https://h/p/linux-modules-6.8.0-40-generic_6.8.0-40.40_amd64.deb".into())
+        );
+        assert_eq!(
+            modules_package("http://h/linux-image-6.1.0-57-amd64_6.1.192-3_amd64.deb"),
+            Some("http://h/linux-modules-6.1.0-57-amd64_6.1.192-3_amd64.deb".into())
+        );
+        assert_eq!(modules_package("http://h/bzImage"), None);
+        assert!(is_url("https://x") && is_url("http://x") && !is_url("/boot/vmlinuz"));
+    }
+}
