@@ -8,6 +8,7 @@ use regex::Regex;
 
 use crate::config::{self, Boot, Target, DEFAULT_CPUS, DEFAULT_MEMORY_MIB};
 use crate::kernel::default_kernel;
+use vmtest_engine::is_url;
 
 const AFTER_HELP: &str = "\
 With a COMMAND (or `-` for an interactive shell), runs it in a guest booted from
@@ -130,25 +131,32 @@ impl Args {
             }
         }
         let (kernel, note) = match &self.kernel {
-            Some(kernel) => (cwd.join(kernel), None),
+            Some(kernel) => (kernel.clone(), None),
             None => {
                 let chosen =
                     default_kernel(|var| std::env::var(var).ok()).map_err(UsageError::Other)?;
                 let note = format!("kernel {} ({})", chosen.kernel.display(), chosen.because);
-                (cwd.join(chosen.kernel), Some(note))
+                (chosen.kernel, Some(note))
             }
         };
-        if !kernel.is_file() {
-            let why = if kernel.is_dir() {
-                "is a directory"
-            } else {
-                "does not exist"
-            };
-            return Err(UsageError::Other(format!(
-                "kernel {} {why}",
-                kernel.display()
-            )));
-        }
+        // A URL is fetched before anything boots; a path must be a file.
+        let kernel = match kernel.to_str().is_some_and(is_url) {
+            true => kernel,
+            false => {
+                let kernel = cwd.join(kernel);
+                if !kernel.is_file() {
+                    let why = match kernel.is_dir() {
+                        true => "is a directory",
+                        false => "does not exist",
+                    };
+                    return Err(UsageError::Other(format!(
+                        "kernel {} {why}",
+                        kernel.display()
+                    )));
+                }
+                kernel
+            }
+        };
         let rootfs = self
             .rootfs
             .as_ref()
@@ -161,9 +169,16 @@ impl Args {
         }
         let shell = self.command == ["-"];
         let target = Target {
+            // The file name; for a URL, without its `#sha256=` digest.
             name: kernel.file_name().map_or_else(
                 || "vmtest".into(),
-                |name| name.to_string_lossy().into_owned(),
+                |name| {
+                    name.to_string_lossy()
+                        .split('#')
+                        .next()
+                        .unwrap_or_default()
+                        .to_string()
+                },
             ),
             line: 0,
             boot: Boot::Kernel {

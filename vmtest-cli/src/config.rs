@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 use toml::Spanned;
+use vmtest_engine::is_url;
 
 /// danobi/vmtest's defaults, kept so that a `vmtest.toml` means what it did.
 pub const DEFAULT_CPUS: u32 = 2;
@@ -392,7 +393,11 @@ impl Checker<'_> {
         match (&raw.kernel, &raw.image) {
             (Some(kernel), None) => {
                 self.misplaced(&image_only, "image");
-                let kernel = self.existing("kernel", kernel, false);
+                // A URL is fetched before anything boots.
+                let kernel = match kernel.get_ref().to_str().filter(|kernel| is_url(kernel)) {
+                    Some(url) => PathBuf::from(url),
+                    None => self.existing("kernel", kernel, false),
+                };
                 let rootfs = match &raw.rootfs {
                     Some(rootfs) => self.existing("rootfs", rootfs, true),
                     None => PathBuf::from("/"),

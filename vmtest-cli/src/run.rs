@@ -1,14 +1,18 @@
 //! Running what the command line asks for: targets concurrently (as many at
 //! once as the host has CPUs), each in its own VM, reported in file order.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use vmtest_engine::{chain, Engine, Finished, GuestServer, Outcome, SetupError};
+use std::io::IsTerminal;
+
+use vmtest_engine::{
+    chain, is_url, Engine, Event, Finished, GuestServer, Outcome, SetupError, Supply,
+};
 
 use crate::cli::{Args, Mode};
-use crate::config::Target;
+use crate::config::{Boot, Target};
 use crate::exit_codes;
 use crate::image;
 use crate::plan::{plan, Planned};
@@ -29,10 +33,74 @@ pub fn main(args: Args) -> i32 {
             eprintln!("vmtest: {error}");
             exit_codes::USAGE
         }
-        Ok(Mode::OneLiner { target, note }) => targets(vec![target], &cwd, note),
-        Ok(Mode::Config { targets: list, dir }) => targets(list, &dir, None),
-        Ok(Mode::Shell { target, note }) => shell::run(&target, &cwd, note),
+        Ok(mode) => {
+            let (mut list, dir, note, shell): (Vec<Target>, PathBuf, _, _) = match mode {
+                Mode::OneLiner { target, note } => (vec![target], cwd, note, false),
+                Mode::Config { targets, dir } => (targets, dir, None, false),
+                Mode::Shell { target, note } => (vec![target], cwd, note, true),
+            };
+            if let Err(message) = fetch_kernels(&mut list) {
+                eprintln!("vmtest: {message}");
+                return exit_codes::UNAVAILABLE;
+            }
+            match shell {
+                true => shell::run(&list[0], &dir, note),
+                false => targets(list, &dir, note),
+            }
+        }
     }
+}
+
+/// Fetches the kernels named by URL (or finds them in the download cache),
+/// with progress on a terminal.
+fn fetch_kernels(targets: &mut [Target]) -> Result<(), String> {
+    let supply = Supply::from_env().map_err(|error| chain(&error))?;
+    let terminal = std::io::stderr().is_terminal();
+    for target in targets {
+        let Boot::Kernel { kernel, .. } = &mut target.boot else {
+            continue;
+        };
+        let Some(url) = kernel
+            .to_str()
+            .filter(|kernel| is_url(kernel))
+            .map(str::to_string)
+        else {
+            continue;
+        };
+        let report = |event: &Event| match event {
+            Event::Downloading {
+                received, total, ..
+            } if terminal => {
+                let of = total.map_or(String::new(), |total| format!(" of {}", megabytes(total)));
+                eprint!(
+                    "\rvmtest: fetching {url}: {}{of}\x1b[K",
+                    megabytes(*received)
+                );
+            }
+            Event::Downloaded { bytes, took, .. } => {
+                if terminal {
+                    eprint!("\r\x1b[K");
+                }
+                eprintln!(
+                    "vmtest: fetched {url} ({} in {took:.1?})",
+                    megabytes(*bytes)
+                );
+            }
+            _ => {}
+        };
+        *kernel = supply.kernel(&url, &report).map_err(|error| {
+            format!(
+                "target {:?}: cannot fetch kernel {url}: {}",
+                target.name,
+                chain(&error)
+            )
+        })?;
+    }
+    Ok(())
+}
+
+fn megabytes(bytes: u64) -> String {
+    format!("{:.1} MB", bytes as f64 / f64::from(1 << 20))
 }
 
 /// Starts the engine, with `reporter` hearing its events.

@@ -2,6 +2,9 @@
 //! `scripts/setup.sh` fetches, in real QEMU. The attended face and the
 //! interactive shell are driven through tmux, a real pseudo-terminal.
 
+#[path = "../../vmtest-engine/tests/support/http.rs"]
+mod http;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -21,6 +24,11 @@ fn kernel(series: &str) -> PathBuf {
 
 /// `vmtest args`, in `dir`, with a private TMPDIR; plain lines.
 fn vmtest(dir: &Path, args: &[&str]) -> Run {
+    vmtest_with(dir, args, &[])
+}
+
+/// [`vmtest`] with more variables.
+fn vmtest_with(dir: &Path, args: &[&str], vars: &[(&str, &Path)]) -> Run {
     let tmp = tempfile::tempdir().unwrap();
     let started = Instant::now();
     let output = Command::new(env!("CARGO_BIN_EXE_vmtest"))
@@ -29,6 +37,7 @@ fn vmtest(dir: &Path, args: &[&str]) -> Run {
         .env("TMPDIR", tmp.path())
         .env("VMTEST_NO_UI", "1")
         .env_remove("VMTEST_KERNEL")
+        .envs(vars.iter().copied())
         .stdin(Stdio::null())
         .output()
         .unwrap();
@@ -101,6 +110,56 @@ fn a_one_liner_runs_in_the_guest_with_its_exit_code() {
     assert!(run.stderr.contains("err\n"), "{}", run.stderr);
     assert!(here.path().join("made-in-guest").exists());
     run.assert_nothing_left();
+}
+
+#[test]
+fn kernels_by_url_are_fetched_for_one_liners_and_configs() {
+    let files = tempfile::tempdir().unwrap();
+    let debs = kernel("6.1")
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("debs");
+    std::os::unix::fs::symlink(
+        debs.join("linux-image-6.1.deb"),
+        files.path().join("linux-image-6.1.deb"),
+    )
+    .unwrap();
+    let server = http::Server::start(files.path().to_path_buf());
+    let url = format!("{}/files/linux-image-6.1.deb", server.base);
+    let cache = tempfile::tempdir().unwrap();
+    let xdg = [("XDG_CACHE_HOME", cache.path())];
+    let run = vmtest_with(Path::new("/"), &["-k", &url, "uname -r"], &xdg);
+    assert_eq!(run.code(), Some(0), "{}", run.stderr);
+    assert!(run.stdout.starts_with("6.1."), "{}", run.stdout);
+    assert!(
+        run.stderr.contains(&format!("vmtest: fetched {url}")),
+        "{}",
+        run.stderr
+    );
+    let dir = config(&format!(
+        "[[target]]\nname = \"by url\"\nkernel = \"{url}\"\ncommand = \"uname -r\"\n"
+    ));
+    let run = vmtest_with(dir.path(), &[], &xdg);
+    assert_eq!(run.code(), Some(0), "{}", run.stderr);
+    assert!(
+        !run.stderr.contains("fetched"),
+        "the cache serves it: {}",
+        run.stderr
+    );
+    drop(server);
+    let missing = config("[[target]]\nname = \"gone\"\nkernel = \"http://127.0.0.1:9/vmlinuz\"\ncommand = \"true\"\n");
+    let run = vmtest_with(missing.path(), &[], &xdg);
+    assert_eq!(run.code(), Some(69));
+    assert!(
+        run.stderr
+            .contains("target \"gone\": cannot fetch kernel http://127.0.0.1:9/vmlinuz"),
+        "{}",
+        run.stderr
+    );
 }
 
 #[test]

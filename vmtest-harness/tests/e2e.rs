@@ -6,6 +6,8 @@
 //! `VMTEST_KERNELS_DIR`).
 
 mod common;
+#[path = "../../vmtest-engine/tests/support/http.rs"]
+mod http;
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -15,7 +17,7 @@ use std::time::{Duration, Instant};
 use common::*;
 
 /// Every test of the fixture, `--list` counts them.
-const ALL_TESTS: usize = 52;
+const ALL_TESTS: usize = 59;
 
 #[test]
 fn a_full_run_reports_every_outcome() {
@@ -55,8 +57,19 @@ fn a_full_run_reports_every_outcome() {
         "panics_as_expected",
         "gets_the_memory_and_cpus_it_asked_for",
         "splat_allowed_by_the_test",
+        "runs_on_6_4_and_later[vmlinuz-6.12]",
+        "runs_up_to_6_11[vmlinuz-6.1]",
+        "on_each_listed_kernel[vmlinuz-6.1]",
+        "on_each_listed_kernel[vmlinuz-6.12]",
+        "boots_a_kernel_by_url",
     ] {
         assert_eq!(run.result_of(passing), "ok", "{passing}");
+    }
+    for gated in [
+        "runs_on_6_4_and_later[vmlinuz-6.1]",
+        "runs_up_to_6_11[vmlinuz-6.12]",
+    ] {
+        assert_eq!(run.result_of(gated), "ignored", "{gated}");
     }
     for failing in [
         "fails_an_assertion",
@@ -81,7 +94,7 @@ fn a_full_run_reports_every_outcome() {
     assert_eq!(run.result_of("ignored_test"), "ignored");
     assert!(
         run.stdout
-            .contains("test result: FAILED. 20 passed; 16 failed; 16 ignored"),
+            .contains("test result: FAILED. 25 passed; 16 failed; 18 ignored"),
         "{}",
         run.stdout.lines().last().unwrap_or_default()
     );
@@ -204,6 +217,85 @@ fn a_corrupt_kernel_fails_at_once() {
         "took {:?}",
         run.elapsed
     );
+    run.assert_nothing_left_behind();
+}
+
+#[test]
+fn tests_outside_their_kernel_range_are_ignored_with_the_reason() {
+    let run = fixture(&["--list"], |_| {});
+    assert!(run
+        .stdout
+        .contains("runs_on_6_4_and_later[vmlinuz-6.1]: test\n"));
+    let (release_6_1, release_6_12) = (kernel("6.1").1, kernel("6.12").1);
+    assert!(
+        run.stderr.contains(&format!(
+            "vmtest: runs_on_6_4_and_later[vmlinuz-6.1] is ignored: its kernel is {release_6_1}, older than min_kernel 6.4"
+        )),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains(&format!(
+            "vmtest: runs_up_to_6_11[vmlinuz-6.12] is ignored: its kernel is {release_6_12}, newer than max_kernel 6.11"
+        )),
+        "{}",
+        run.stderr
+    );
+    let listed = fixture(&["--list", "--ignored"], |_| {});
+    assert!(listed
+        .stdout
+        .contains("runs_on_6_4_and_later[vmlinuz-6.1]: test\n"));
+    assert!(!listed
+        .stdout
+        .contains("runs_on_6_4_and_later[vmlinuz-6.12]"));
+    let run = fixture(&["runs_"], |_| {});
+    assert_eq!(
+        run.result_of("runs_on_6_4_and_later[vmlinuz-6.1]"),
+        "ignored"
+    );
+    assert_eq!(run.result_of("runs_on_6_4_and_later[vmlinuz-6.12]"), "ok");
+    assert_eq!(run.result_of("runs_up_to_6_11[vmlinuz-6.12]"), "ignored");
+    assert_eq!(run.result_of("runs_up_to_6_11[vmlinuz-6.1]"), "ok");
+    run.assert_nothing_left_behind();
+}
+
+#[test]
+fn a_kernel_by_url_is_fetched_once_then_used_offline() {
+    let files = tempfile::tempdir().unwrap();
+    let deb = kernels_dir().join("debs/linux-image-6.12.deb");
+    std::os::unix::fs::symlink(&deb, files.path().join("linux-image-6.12.deb")).unwrap();
+    let server = http::Server::start(files.path().to_path_buf());
+    let url = format!("{}/files/linux-image-6.12.deb", server.base);
+    let cache = tempfile::tempdir().unwrap();
+    let with_url = |command: &mut std::process::Command| {
+        command
+            .env("FIXTURE_KERNEL_URL", &url)
+            .env("XDG_CACHE_HOME", cache.path());
+    };
+    let run = fixture(
+        &["boots_a_kernel_by_url", "--exact", "--nocapture"],
+        with_url,
+    );
+    assert!(run.output.status.success());
+    let release = kernel("6.12").1;
+    assert!(
+        run.stdout
+            .contains(&format!("fetched kernel release: {release}")),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stderr.contains(&format!("vmtest: fetched {url} (")),
+        "{}",
+        run.stderr
+    );
+    drop(server);
+    let run = fixture(
+        &["boots_a_kernel_by_url", "--exact", "--nocapture"],
+        with_url,
+    );
+    assert!(run.output.status.success(), "offline, from the cache");
+    assert!(!run.stderr.contains("fetched"), "{}", run.stderr);
     run.assert_nothing_left_behind();
 }
 

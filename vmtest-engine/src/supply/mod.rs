@@ -85,7 +85,7 @@ impl Supply {
                 .ok()
                 .and_then(|seconds| Duration::try_from_secs_f64(seconds).ok())
                 .filter(|timeout| !timeout.is_zero())
-                .ok_or_else(|| SettingsError::Invalid {
+                .ok_or(SettingsError::Invalid {
                     var: "VMTEST_DOWNLOAD_TIMEOUT",
                     value,
                     expected: "give a number of seconds greater than 0",

@@ -122,6 +122,15 @@ pub fn command(binary: &Path, args: &[&str], tmp: &Path) -> Command {
         .env("FIXTURE_KERNEL_6_12", kernel("6.12").0)
         .env("FIXTURE_KERNEL_BUILTIN", builtin_kernel().0)
         .env("FIXTURE_KERNEL_CORRUPT", corrupt_kernel())
+        .env("FIXTURE_KERNEL_URL", kernel("6.12").0)
+        .env(
+            "FIXTURE_KERNELS",
+            format!(
+                "{},{}",
+                kernel("6.1").0.display(),
+                kernel("6.12").0.display()
+            ),
+        )
         .env_remove("VMTEST_KERNEL")
         .env_remove("VMTEST_ALLOWED_SPLATS")
         .stdin(Stdio::null());

@@ -1,0 +1,224 @@
+//! Kernels by URL, against a local HTTP server serving real kernel files
+//! (the Debian packages `scripts/setup.sh` keeps in `kernels/debs/`, and the
+//! 9p-built-in bzImage): packages unpacked with their modules, bare images
+//! as they are, checksums, offline reuse, and every way a download goes
+//! wrong leaving nothing behind.
+
+#[path = "support/http.rs"]
+mod http;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use vmtest_engine::{FetchError, Supply, SupplyError};
+
+fn kernels() -> PathBuf {
+    let dir = std::env::var_os("VMTEST_KERNELS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../kernels"));
+    assert!(
+        dir.join("debs/linux-image-6.12.deb").is_file(),
+        "run scripts/setup.sh"
+    );
+    dir
+}
+
+/// A server with the kernel files, and a fresh cache.
+fn setup() -> (http::Server, tempfile::TempDir) {
+    let files = tempfile::tempdir().unwrap();
+    let kernels = kernels();
+    for series in ["6.1", "6.12"] {
+        let name = format!("linux-image-{series}.deb");
+        std::os::unix::fs::symlink(kernels.join("debs").join(&name), files.path().join(&name))
+            .unwrap();
+    }
+    std::os::unix::fs::symlink(
+        kernels.join("builtin-6.1/bzImage"),
+        files.path().join("bzImage"),
+    )
+    .unwrap();
+    let server = http::Server::start(files.keep());
+    (server, tempfile::tempdir().unwrap())
+}
+
+fn supply(cache: &Path) -> Supply {
+    Supply::at(cache, Duration::from_secs(3))
+}
+
+fn quiet(_: &vmtest_engine::Event) {}
+
+/// Everything in the cache that is not a finished entry.
+fn debris(cache: &Path) -> Vec<String> {
+    let mut left = Vec::new();
+    for dir in ["blobs", "urls", "unpacked"] {
+        for entry in std::fs::read_dir(cache.join(dir))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') {
+                left.push(format!("{dir}/{name}"));
+            }
+        }
+    }
+    left
+}
+
+#[test]
+fn a_package_is_unpacked_with_its_modules_and_reused_offline() {
+    let (server, cache) = setup();
+    let url = format!("{}/files/linux-image-6.12.deb", server.base);
+    let started = Instant::now();
+    let kernel = supply(cache.path()).kernel(&url, &quiet).unwrap();
+    let cold = started.elapsed();
+    let name = kernel.file_name().unwrap().to_str().unwrap().to_string();
+    assert!(name.starts_with("vmlinuz-6.12."), "{}", kernel.display());
+    let release = name.trim_start_matches("vmlinuz-");
+    let root = kernel.parent().unwrap().parent().unwrap();
+    assert!(root
+        .join("lib/modules")
+        .join(release)
+        .join("kernel/fs/9p")
+        .is_dir());
+    assert_eq!(vmtest_engine::kernel_release(&kernel).unwrap(), release);
+    // The package and Ubuntu's modules package beside it (a 404 here).
+    assert_eq!(server.requests(), 2);
+    drop(server);
+    let started = Instant::now();
+    let again = supply(cache.path()).kernel(&url, &quiet).unwrap();
+    let warm = started.elapsed();
+    assert_eq!(again, kernel);
+    eprintln!(
+        "linux-image-6.12.deb ({} MB): cold {cold:.2?}, warm {warm:.2?}",
+        std::fs::metadata(kernels().join("debs/linux-image-6.12.deb"))
+            .unwrap()
+            .len()
+            >> 20
+    );
+    assert!(
+        debris(cache.path()).is_empty(),
+        "{:?}",
+        debris(cache.path())
+    );
+}
+
+#[test]
+fn a_bare_image_is_used_as_it_is_and_checked_when_asked() {
+    let (server, cache) = setup();
+    let bytes = std::fs::read(kernels().join("builtin-6.1/bzImage")).unwrap();
+    let digest: String = {
+        use sha2::Digest;
+        sha2::Sha256::digest(&bytes)
+            .iter()
+            .map(|byte| format!("{byte:02x}"))
+            .collect()
+    };
+    let url = format!("{}/files/bzImage#sha256={digest}", server.base);
+    let kernel = supply(cache.path()).kernel(&url, &quiet).unwrap();
+    assert_eq!(kernel.file_name().unwrap(), "bzImage");
+    assert_eq!(std::fs::read(&kernel).unwrap(), bytes);
+
+    let wrong = format!("{}/files/bzImage#sha256={}", server.base, "0".repeat(64));
+    let error = supply(tempfile::tempdir().unwrap().path())
+        .kernel(&wrong, &quiet)
+        .unwrap_err();
+    assert!(
+        matches!(error, SupplyError::Fetch(FetchError::Checksum { .. })),
+        "{error}"
+    );
+    assert!(
+        error
+            .to_string()
+            .contains("does not have the expected sha256"),
+        "{error}"
+    );
+    // The cache does not vouch for a file under another digest either.
+    let error = supply(cache.path()).kernel(&wrong, &quiet).unwrap_err();
+    assert!(
+        matches!(error, SupplyError::Fetch(FetchError::Checksum { .. })),
+        "{error}"
+    );
+    assert!(debris(cache.path()).is_empty());
+}
+
+#[test]
+fn broken_downloads_are_errors_that_leave_nothing() {
+    let (server, cache) = setup();
+    let cut = supply(cache.path())
+        .kernel(&format!("{}/cut/linux-image-6.1.deb", server.base), &quiet)
+        .unwrap_err();
+    assert!(
+        matches!(
+            cut,
+            SupplyError::Fetch(FetchError::Truncated { .. })
+                | SupplyError::Fetch(FetchError::Http { .. })
+        ),
+        "{cut}"
+    );
+    assert!(cut.to_string().contains("linux-image-6.1.deb"), "{cut}");
+
+    let started = Instant::now();
+    let stalled = supply(cache.path())
+        .kernel(
+            &format!("{}/stall/linux-image-6.1.deb", server.base),
+            &quiet,
+        )
+        .unwrap_err();
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(stalled.to_string().contains("cannot fetch"), "{stalled}");
+
+    let missing = supply(cache.path())
+        .kernel(&format!("{}/files/no-such-kernel", server.base), &quiet)
+        .unwrap_err();
+    assert!(missing.to_string().contains("404"), "{missing}");
+
+    let refused = supply(cache.path())
+        .kernel("http://127.0.0.1:9/vmlinuz", &quiet)
+        .unwrap_err();
+    assert!(
+        refused
+            .to_string()
+            .contains("cannot fetch http://127.0.0.1:9/vmlinuz"),
+        "{refused}"
+    );
+
+    assert!(
+        debris(cache.path()).is_empty(),
+        "{:?}",
+        debris(cache.path())
+    );
+    let blobs = std::fs::read_dir(cache.path().join("blobs"))
+        .map(Iterator::count)
+        .unwrap_or(0);
+    assert_eq!(blobs, 0, "a broken download left a blob");
+}
+
+#[test]
+fn runs_fetching_at_once_agree() {
+    let (server, cache) = setup();
+    let url = format!("{}/files/linux-image-6.1.deb", server.base);
+    let kernels: Vec<PathBuf> = std::thread::scope(|scope| {
+        let fetches: Vec<_> = (0..3)
+            .map(|_| scope.spawn(|| supply(cache.path()).kernel(&url, &quiet).unwrap()))
+            .collect();
+        fetches
+            .into_iter()
+            .map(|fetch| fetch.join().unwrap())
+            .collect()
+    });
+    assert!(
+        kernels.windows(2).all(|pair| pair[0] == pair[1]),
+        "{kernels:?}"
+    );
+    assert!(kernels[0].is_file());
+    assert!(
+        debris(cache.path()).is_empty(),
+        "{:?}",
+        debris(cache.path())
+    );
+}
