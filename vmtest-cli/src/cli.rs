@@ -28,7 +28,7 @@ Environment:
 #[command(name = "vmtest", version, after_help = AFTER_HELP)]
 pub struct Args {
     /// The configuration file (default: ./vmtest.toml)
-    #[arg(short, long, conflicts_with_all = ["kernel", "kargs", "rootfs", "arch", "qemu_command", "kvm_cpu_args"])]
+    #[arg(short, long, conflicts_with_all = ["kernel", "image", "kargs", "rootfs", "arch", "qemu_command", "kvm_cpu_args"])]
     pub config: Option<PathBuf>,
     /// Run only the targets whose name matches this regular expression
     #[arg(short, long, default_value = ".*")]
@@ -37,6 +37,13 @@ pub struct Args {
     /// scripts/setup.sh fetched, or the host's /boot/vmlinuz-$(uname -r))
     #[arg(short, long)]
     pub kernel: Option<PathBuf>,
+    /// A disk image to boot instead of a kernel: it runs qemu-guest-agent
+    /// itself (see the README)
+    #[arg(short, long, conflicts_with_all = ["kernel", "kargs", "rootfs"])]
+    pub image: Option<PathBuf>,
+    /// Boot the image through UEFI
+    #[arg(long)]
+    pub uefi: bool,
     /// More kernel command-line arguments
     #[arg(long)]
     pub kargs: Option<String>,
@@ -88,7 +95,7 @@ pub enum UsageError {
 impl Args {
     /// What the arguments ask for, checked.
     pub fn mode(&self, cwd: &Path) -> Result<Mode, UsageError> {
-        let one_liner = !self.command.is_empty() || self.kernel.is_some();
+        let one_liner = !self.command.is_empty() || self.kernel.is_some() || self.image.is_some();
         if !one_liner {
             let file = self
                 .config
@@ -130,62 +137,48 @@ impl Args {
                 )));
             }
         }
-        let (kernel, note) = match &self.kernel {
-            Some(kernel) => (kernel.clone(), None),
-            None => {
-                let chosen =
-                    default_kernel(|var| std::env::var(var).ok()).map_err(UsageError::Other)?;
-                let note = format!("kernel {} ({})", chosen.kernel.display(), chosen.because);
-                (chosen.kernel, Some(note))
-            }
-        };
-        // A URL is fetched before anything boots; a path must be a file.
-        let kernel = match kernel.to_str().is_some_and(is_url) {
-            true => kernel,
-            false => {
-                let kernel = cwd.join(kernel);
-                if !kernel.is_file() {
-                    let why = match kernel.is_dir() {
-                        true => "is a directory",
-                        false => "does not exist",
-                    };
-                    return Err(UsageError::Other(format!(
-                        "kernel {} {why}",
-                        kernel.display()
-                    )));
-                }
-                kernel
-            }
-        };
-        let rootfs = self
-            .rootfs
-            .as_ref()
-            .map_or_else(|| PathBuf::from("/"), |rootfs| cwd.join(rootfs));
-        if !rootfs.is_dir() {
-            return Err(UsageError::Other(format!(
-                "rootfs {} is not a directory",
-                rootfs.display()
-            )));
+        if self.uefi && self.image.is_none() {
+            return Err(UsageError::Other(
+                "--uefi boots an image: give one with -i".into(),
+            ));
         }
         let shell = self.command == ["-"];
-        let target = Target {
-            // The file name; for a URL, without its `#sha256=` digest.
-            name: kernel.file_name().map_or_else(
-                || "vmtest".into(),
-                |name| {
-                    name.to_string_lossy()
-                        .split('#')
-                        .next()
-                        .unwrap_or_default()
-                        .to_string()
+        let (boot, note) = match &self.image {
+            Some(_) if shell => {
+                return Err(UsageError::Other(
+                    "an interactive shell needs a kernel (-k), not an image".into(),
+                ))
+            }
+            Some(image) => (
+                Boot::Image {
+                    image: existing_file("image", &cwd.join(image))?,
+                    uefi: self.uefi,
+                    bios: None,
                 },
+                None,
             ),
-            line: 0,
-            boot: Boot::Kernel {
-                kernel,
-                kernel_args: self.kargs.clone().unwrap_or_default(),
-                rootfs,
+            None => self.kernel_boot(cwd)?,
+        };
+        let name = match &boot {
+            Boot::Kernel { kernel, .. } => kernel,
+            Boot::Image { image, .. } => image,
+        }
+        .file_name()
+        .map_or_else(
+            || "vmtest".into(),
+            // For a URL, without its `#sha256=` digest.
+            |name| {
+                name.to_string_lossy()
+                    .split('#')
+                    .next()
+                    .unwrap_or_default()
+                    .to_string()
             },
+        );
+        let target = Target {
+            name,
+            line: 0,
+            boot,
             // As danobi/vmtest: the words, joined, are shell code for bash.
             command: self.command.join(" "),
             cpus: DEFAULT_CPUS,
@@ -200,6 +193,56 @@ impl Args {
             false => Mode::OneLiner { target, note },
         })
     }
+
+    /// The kernel boot the arguments ask for, and a note saying which
+    /// kernel was chosen when none was given.
+    fn kernel_boot(&self, cwd: &Path) -> Result<(Boot, Option<String>), UsageError> {
+        let (kernel, note) = match &self.kernel {
+            Some(kernel) => (kernel.clone(), None),
+            None => {
+                let chosen =
+                    default_kernel(|var| std::env::var(var).ok()).map_err(UsageError::Other)?;
+                let note = format!("kernel {} ({})", chosen.kernel.display(), chosen.because);
+                (chosen.kernel, Some(note))
+            }
+        };
+        // A URL is fetched before anything boots; a path must be a file.
+        let kernel = match kernel.to_str().is_some_and(is_url) {
+            true => kernel,
+            false => existing_file("kernel", &cwd.join(kernel))?,
+        };
+        let rootfs = self
+            .rootfs
+            .as_ref()
+            .map_or_else(|| PathBuf::from("/"), |rootfs| cwd.join(rootfs));
+        if !rootfs.is_dir() {
+            return Err(UsageError::Other(format!(
+                "rootfs {} is not a directory",
+                rootfs.display()
+            )));
+        }
+        let boot = Boot::Kernel {
+            kernel,
+            kernel_args: self.kargs.clone().unwrap_or_default(),
+            rootfs,
+        };
+        Ok((boot, note))
+    }
+}
+
+/// `path`, the `what` to boot, if it is a file.
+fn existing_file(what: &str, path: &Path) -> Result<PathBuf, UsageError> {
+    if path.is_file() {
+        return Ok(path.to_path_buf());
+    }
+    let why = match path.is_dir() {
+        true => "is a directory",
+        false => "does not exist",
+    };
+    Err(UsageError::Other(format!(
+        "{what} {} {why}",
+        path.display()
+    )))
 }
 
 #[cfg(test)]
@@ -235,6 +278,47 @@ mod tests {
         );
         let error = args(&["-k", "bzImage"]).mode(dir.path()).unwrap_err();
         assert!(error.to_string().starts_with("no command"), "{error}");
+    }
+
+    #[test]
+    fn an_image_boots_instead_of_a_kernel() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("disk.qcow2"), "").unwrap();
+        let mode = args(&["-i", "disk.qcow2", "--uefi", "true"])
+            .mode(dir.path())
+            .unwrap();
+        let Mode::OneLiner { target, .. } = mode else {
+            panic!("{mode:?}")
+        };
+        assert_eq!(target.name, "disk.qcow2");
+        assert_eq!(
+            target.boot,
+            Boot::Image {
+                image: dir.path().join("disk.qcow2"),
+                uefi: true,
+                bios: None
+            }
+        );
+        let error = args(&["-i", "disk.qcow2", "-"])
+            .mode(dir.path())
+            .unwrap_err();
+        assert!(error.to_string().contains("needs a kernel"), "{error}");
+        let error = args(&["-i", "nope.qcow2", "true"])
+            .mode(dir.path())
+            .unwrap_err();
+        assert!(
+            error.to_string().ends_with("nope.qcow2 does not exist"),
+            "{error}"
+        );
+        assert!(Args::try_parse_from(["vmtest", "-i", "d", "-k", "k", "true"]).is_err());
+        std::fs::write(dir.path().join("k"), "").unwrap();
+        let error = args(&["--uefi", "-k", "k", "true"])
+            .mode(dir.path())
+            .unwrap_err();
+        assert!(
+            error.to_string().contains("--uefi boots an image"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -87,3 +87,23 @@ num_cpus = 1
         .unwrap();
     assert!(check.success());
 }
+
+#[test]
+#[ignore = "needs the image scripts/build-image.sh builds (a minute or two): run with --ignored"]
+fn a_one_liner_runs_on_an_image() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_vmtest"))
+        .current_dir(dir.path())
+        .env("VMTEST_NO_UI", "1")
+        .arg("-i")
+        .arg(image())
+        .args(["--", "grep -h ^VERSION_CODENAME= /etc/os-release; pwd; exit 3"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    eprintln!("--- stdout\n{stdout}--- stderr\n{stderr}");
+    assert_eq!(stdout, "VERSION_CODENAME=bookworm\n/mnt/vmtest\n");
+    assert_eq!(output.status.code(), Some(3), "the command's exit code");
+}

@@ -33,7 +33,11 @@ pub(crate) fn store(
     name: &str,
     write: impl FnOnce(&mut BufWriter<File>) -> io::Result<()>,
 ) -> Result<PathBuf, CacheError> {
-    store_as(dir, |file| write(file).map(|()| name.to_string()))
+    // A failed write has no name of its own yet: it is this entry's.
+    store_as(dir, |file| write(file).map(|()| name.to_string())).map_err(|error| CacheError {
+        path: dir.join(name),
+        source: error.source,
+    })
 }
 
 /// Writes a file into `dir` through `write`, atomically, under the name

@@ -189,18 +189,8 @@ impl Pool {
                 source: Box::new(source),
             },
         )?;
-        let cmdline = boot::kernel_cmdline(&shape.kernel_args, settings.verbose);
-        let layout = params::layout(shape, &context.server, &context.shared_dir);
-        let mut boot_line = layout.params.encode().into_bytes();
-        boot_line.push(b'\n');
-        let spec = BootSpec {
-            settings,
-            media: &media,
-            shape,
-            cmdline: &cmdline,
-            exports: &layout.exports,
-            boot_line: &boot_line,
-        };
+        let kernel_args = format!("{} {}", shape.kernel_args, settings.kernel_args);
+        let cmdline = boot::kernel_cmdline(&kernel_args, settings.verbose);
         let boot_error = |source| SetupError::Boot {
             shape: Arc::clone(shape),
             source: Box::new(source),
@@ -214,6 +204,18 @@ impl Pool {
                 shape: Arc::clone(shape),
                 attempt,
             });
+            let vm_tag = format!("vmtest-{}-vm{vm}", std::process::id());
+            let layout = params::layout(shape, &context.server, &context.shared_dir, &vm_tag);
+            let mut boot_line = layout.params.encode().into_bytes();
+            boot_line.push(b'\n');
+            let spec = BootSpec {
+                settings,
+                media: &media,
+                shape,
+                cmdline: &cmdline,
+                exports: &layout.exports,
+                boot_line: &boot_line,
+            };
             let dir = context
                 .run_dir
                 .vm_dir(vm)

@@ -32,6 +32,9 @@ pub struct Settings {
     /// `VMTEST_ALLOWED_SPLATS`: a regular expression for kernel splats that
     /// fail no job in this run.
     pub allowed_splats: Option<String>,
+    /// `VMTEST_KERNEL_ARGS`: added to every VM's kernel command line, after
+    /// the VM's own.
+    pub kernel_args: String,
 }
 
 /// A setting that makes every VM impossible.
@@ -97,6 +100,7 @@ impl Settings {
             boot_image_as_is: flag(&var, "VMTEST_BOOT_IMAGE_AS_IS")?,
             verbose: flag(&var, "VMTEST_VERBOSE")?,
             allowed_splats: var("VMTEST_ALLOWED_SPLATS").filter(|pattern| !pattern.is_empty()),
+            kernel_args: var("VMTEST_KERNEL_ARGS").unwrap_or_default(),
         })
     }
 }

@@ -1,9 +1,10 @@
-//! `${VAR}` in paths written in `#[vmtest]`, expanded when the tests run.
+//! `${VAR}` in paths written in `#[vmtest]`, expanded when the tests run;
+//! `${VAR:-default}` when the variable is unset or empty, as in the shell.
 
 /// Why a written path cannot be expanded.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub(crate) enum VarError {
-    #[error("{what} {written:?} uses ${{{var}}}, which is not set")]
+    #[error("{what} {written:?} uses ${{{var}}}, which is not set or is empty")]
     Unset {
         what: &'static str,
         written: String,
@@ -13,8 +14,9 @@ pub(crate) enum VarError {
     Unterminated { what: &'static str, written: String },
 }
 
-/// Replaces each `${VAR}` in `written` with its value from `env`; `what`
-/// names the path in errors.
+/// Replaces each `${VAR}` in `written` with its value from `env`, and each
+/// `${VAR:-default}` with its value or, unset or empty, with `default`;
+/// `what` names the path in errors.
 pub(crate) fn expand(
     what: &'static str,
     written: &str,
@@ -29,12 +31,21 @@ pub(crate) fn expand(
             what,
             written: written.to_string(),
         })?;
-        let var = &after[..end];
-        let value = env(var).ok_or_else(|| VarError::Unset {
-            what,
-            written: written.to_string(),
-            var: var.to_string(),
-        })?;
+        let (var, default) = match after[..end].split_once(":-") {
+            Some((var, default)) => (var, Some(default)),
+            None => (&after[..end], None),
+        };
+        let value = match (env(var).filter(|value| !value.is_empty()), default) {
+            (Some(value), _) => value,
+            (None, Some(default)) => default.to_string(),
+            (None, None) => {
+                return Err(VarError::Unset {
+                    what,
+                    written: written.to_string(),
+                    var: var.to_string(),
+                })
+            }
+        };
         expanded.push_str(&value);
         rest = &after[end + 1..];
     }
@@ -60,7 +71,11 @@ mod tests {
             expand("kernel image", "${NOPE}/k", &env)
                 .unwrap_err()
                 .to_string(),
-            "kernel image \"${NOPE}/k\" uses ${NOPE}, which is not set"
+            "kernel image \"${NOPE}/k\" uses ${NOPE}, which is not set or is empty"
+        );
+        assert_eq!(
+            expand("kernels", "${NOPE:-../k} ${KERNELS:-x}/a", &env).unwrap(),
+            "../k /opt/kernels/a"
         );
         assert!(matches!(
             expand("kernel image", "${KERNELS", &env),

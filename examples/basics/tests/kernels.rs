@@ -1,6 +1,8 @@
 //! Tests that run inside VMs booted from the two Debian kernels that
-//! `scripts/setup.sh` fetches. Each test with two kernels becomes two tests,
-//! `name[vmlinuz-6.1]` and `name[vmlinuz-6.12]`, sharing one VM per kernel.
+//! `scripts/setup.sh` fetches, or from the kernels a CI matrix gives in
+//! `VMTEST_KERNELS` (paths, URLs or directories). Each test with two kernels
+//! becomes two tests, `name[vmlinuz-6.1]` and `name[vmlinuz-6.12]`, sharing
+//! one VM per kernel.
 
 use std::fs;
 use std::io;
@@ -8,7 +10,7 @@ use std::os::fd::{FromRawFd, OwnedFd};
 
 use vmtest_harness::vmtest;
 
-#[vmtest(kernels = ["../../kernels/vmlinuz-6.1", "../../kernels/vmlinuz-6.12"])]
+#[vmtest(kernels = "${VMTEST_KERNELS:-../../kernels}")]
 fn runs_on_the_requested_kernel() {
     let release = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
     println!("running on {}", release.trim());
@@ -20,7 +22,7 @@ fn runs_on_the_requested_kernel() {
 
 /// A BPF array map, created and used through the raw `bpf(2)` system call:
 /// the kernel's answer, not a mock, on each kernel.
-#[vmtest(kernels = ["../../kernels/vmlinuz-6.1", "../../kernels/vmlinuz-6.12"])]
+#[vmtest(kernels = "${VMTEST_KERNELS:-../../kernels}")]
 fn a_bpf_array_map_stores_what_is_written() -> io::Result<()> {
     let map = create_array_map(4, 8, 16)?;
     for index in 0..16u32 {

@@ -3,6 +3,8 @@
 //! the control port, and the kernel command line.
 
 pub(crate) mod bzimage;
+mod coverage;
+mod elf;
 mod initramfs;
 pub(crate) mod modules;
 pub(crate) mod params;

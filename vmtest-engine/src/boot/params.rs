@@ -3,10 +3,10 @@
 //! mount where, and which test server to start).
 
 use std::ffi::OsString;
-use std::io::Read;
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
+use super::{coverage, elf};
 use crate::contract::boot::{
     BootParams, ServerCommand, Share, GUEST_TMP, SERVER_VAR, SHARE_TAG_PREFIX,
 };
@@ -27,8 +27,6 @@ const LIBRARY_DIRS: [&str; 6] = [
     "/lib",
     "/usr/lib",
 ];
-/// `PT_INTERP`: the program header naming the dynamic loader.
-const PT_INTERP: u32 = 3;
 
 /// A host directory QEMU exports to the guest under a 9p tag.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,8 +43,14 @@ pub(crate) struct Layout {
 }
 
 /// The layout of a VM of `shape`, whose test server is `server`, in a run
-/// whose shared directory is `shared_dir`.
-pub(crate) fn layout(shape: &VmShape, server: &GuestServer, shared_dir: &Path) -> Layout {
+/// whose shared directory is `shared_dir`; `vm_tag` names this VM apart
+/// from every other, of this run and of others.
+pub(crate) fn layout(
+    shape: &VmShape,
+    server: &GuestServer,
+    shared_dir: &Path,
+    vm_tag: &str,
+) -> Layout {
     let host_root = shape.root == Path::new("/");
     let mut exports = Vec::new();
     let mut shares = Vec::new();
@@ -70,7 +74,18 @@ pub(crate) fn layout(shape: &VmShape, server: &GuestServer, shared_dir: &Path) -
     for mount in &shape.mounts {
         export(&mount.host_path, &mount.guest_path, mount.writable);
     }
-    let env = server_env(&server.env, host_root.then_some(shared_dir));
+    // A directory the runtime cannot create in the guest: made here, or
+    // the profiles are not written, and the runtime says so in the output.
+    let profiles = coverage::profiles(&server.program, &server.env, &server.cwd, vm_tag)
+        .filter(|profiles| std::fs::create_dir_all(&profiles.dir).is_ok());
+    if let Some(profiles) = &profiles {
+        export(&profiles.dir, &profiles.dir, true);
+    }
+    let env = server_env(
+        &server.env,
+        host_root.then_some(shared_dir),
+        profiles.as_ref().map(|profiles| profiles.pattern.as_path()),
+    );
     let command = if host_root {
         ServerCommand {
             program: server.program.clone(),
@@ -95,7 +110,8 @@ pub(crate) fn layout(shape: &VmShape, server: &GuestServer, shared_dir: &Path) -
         true => tmp_binds(
             [command.program.as_path(), command.cwd.as_path(), shared_dir]
                 .into_iter()
-                .chain(shape.mounts.iter().map(|mount| mount.guest_path.as_path())),
+                .chain(shape.mounts.iter().map(|mount| mount.guest_path.as_path()))
+                .chain(profiles.iter().map(|profiles| profiles.dir.as_path())),
         ),
         false => Vec::new(),
     };
@@ -111,8 +127,12 @@ pub(crate) fn layout(shape: &VmShape, server: &GuestServer, shared_dir: &Path) -
 
 /// The server's environment: the host's, without what would mislead the
 /// guest, with what the guest side reads.
-fn server_env(host: &[OsString], shared_dir: Option<&Path>) -> Vec<OsString> {
-    let ours = [SERVER_VAR, "TMPDIR", SHARED_DIR_VAR];
+fn server_env(
+    host: &[OsString],
+    shared_dir: Option<&Path>,
+    profiles: Option<&Path>,
+) -> Vec<OsString> {
+    let ours = [SERVER_VAR, "TMPDIR", SHARED_DIR_VAR, coverage::PROFILE_VAR];
     let mut env: Vec<OsString> = host
         .iter()
         .filter(|var| {
@@ -128,10 +148,16 @@ fn server_env(host: &[OsString], shared_dir: Option<&Path>) -> Vec<OsString> {
     env.push(format!("{SERVER_VAR}=1").into());
     // The host's TMPDIR may not exist in the guest, whose /tmp is its own.
     env.push(format!("TMPDIR={GUEST_TMP}").into());
-    if let Some(dir) = shared_dir {
-        let mut var = OsString::from(format!("{SHARED_DIR_VAR}="));
-        var.push(dir);
+    let mut set = |key: &str, value: &Path| {
+        let mut var = OsString::from(format!("{key}="));
+        var.push(value);
         env.push(var);
+    };
+    if let Some(dir) = shared_dir {
+        set(SHARED_DIR_VAR, dir);
+    }
+    if let Some(pattern) = profiles {
+        set(coverage::PROFILE_VAR, pattern);
     }
     env
 }
@@ -147,7 +173,7 @@ fn from_host_view(server: &GuestServer) -> ServerCommand {
         Path::new(HOST_VIEW).join(path.strip_prefix("/").unwrap_or(&path))
     };
     let binary = in_view(&server.program);
-    let (program, mut args) = match interpreter(&server.program) {
+    let (program, mut args) = match elf::interpreter(&server.program) {
         Some(loader) => {
             let dirs: Vec<String> = LIBRARY_DIRS
                 .iter()
@@ -171,37 +197,6 @@ fn from_host_view(server: &GuestServer) -> ServerCommand {
         env: Vec::new(),
         cwd: "/".into(),
     }
-}
-
-/// The dynamic loader an ELF binary names (`PT_INTERP`), if any.
-fn interpreter(binary: &Path) -> Option<PathBuf> {
-    let mut head = Vec::new();
-    std::fs::File::open(binary)
-        .ok()?
-        .take(64 << 10)
-        .read_to_end(&mut head)
-        .ok()?;
-    let u16_at = |at: usize| Some(u16::from_le_bytes(head.get(at..at + 2)?.try_into().ok()?));
-    let u32_at = |at: usize| Some(u32::from_le_bytes(head.get(at..at + 4)?.try_into().ok()?));
-    let u64_at = |at: usize| Some(u64::from_le_bytes(head.get(at..at + 8)?.try_into().ok()?));
-    if head.get(..6)? != b"\x7fELF\x02\x01" {
-        return None;
-    }
-    let (phoff, phentsize, phnum) = (
-        u64_at(0x20)? as usize,
-        usize::from(u16_at(0x36)?),
-        u16_at(0x38)?,
-    );
-    (0..usize::from(phnum)).find_map(|index| {
-        let header = phoff.checked_add(index.checked_mul(phentsize)?)?;
-        if u32_at(header)? != PT_INTERP {
-            return None;
-        }
-        let (offset, size) = (u64_at(header + 8)? as usize, u64_at(header + 32)? as usize);
-        let name = head.get(offset..offset.checked_add(size)?)?;
-        let name = name.strip_suffix(&[0]).unwrap_or(name);
-        Some(PathBuf::from(OsString::from_vec(name.to_vec())))
-    })
 }
 
 /// For each path under the host's `/tmp`, the entry of `/tmp` it is in,
@@ -269,6 +264,7 @@ mod tests {
             &shape,
             &server("/tmp/c/target/debug/deps/kernels-1"),
             shared,
+            "vm",
         );
         let env: Vec<String> = layout
             .params
@@ -303,7 +299,12 @@ mod tests {
         let mut shape = VmShape::new("/k");
         shape.root = "/srv/rootfs".into();
         let exe = std::env::current_exe().unwrap();
-        let layout = layout(&shape, &server(exe.to_str().unwrap()), Path::new("/shared"));
+        let layout = layout(
+            &shape,
+            &server(exe.to_str().unwrap()),
+            Path::new("/shared"),
+            "vm",
+        );
         let command = &layout.params.server;
         assert!(command.program.starts_with(HOST_VIEW), "{command:?}");
         assert!(
@@ -329,12 +330,38 @@ mod tests {
     }
 
     #[test]
-    fn the_loader_is_read_from_the_binary() {
-        let exe = std::env::current_exe().unwrap();
-        assert_eq!(
-            interpreter(&exe).as_deref(),
-            Some(Path::new("/lib64/ld-linux-x86-64.so.2"))
+    fn profiles_go_to_a_writable_export_under_a_tagged_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let profiles = dir.path().join("cov");
+        let mut server = server("/bin/true");
+        server
+            .env
+            .push(format!("LLVM_PROFILE_FILE={}/t-%p.profraw", profiles.display()).into());
+        let layout = layout(
+            &VmShape::new("/k"),
+            &server,
+            Path::new("/shared"),
+            "vmtest-1-vm3",
         );
-        assert_eq!(interpreter(Path::new("/etc/hostname")), None);
+        assert!(profiles.is_dir(), "the directory is made on the host");
+        let export = layout.exports.last().unwrap();
+        assert_eq!(
+            (export.host_path.as_path(), export.writable),
+            (profiles.as_path(), true)
+        );
+        let share = layout.params.shares.last().unwrap();
+        assert_eq!(share.guest_path, profiles);
+        let var = format!(
+            "LLVM_PROFILE_FILE={}/vmtest-1-vm3-t-%p.profraw",
+            profiles.display()
+        );
+        let vars: Vec<_> = layout
+            .params
+            .server
+            .env
+            .iter()
+            .filter(|v| v.to_string_lossy().starts_with("LLVM_PROFILE_FILE="))
+            .collect();
+        assert_eq!(vars, [&OsString::from(var)]);
     }
 }

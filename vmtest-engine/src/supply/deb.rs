@@ -57,6 +57,8 @@ pub fn unpack(deb: &Path, into: &Path) -> Result<(), DebError> {
             })
         }
     };
+    // `unpack_in` needs the directory it resolves paths against.
+    std::fs::create_dir_all(into).map_err(io_error)?;
     let mut archive = tar::Archive::new(reader);
     for entry in archive.entries().map_err(io_error)? {
         let mut entry = entry.map_err(io_error)?;

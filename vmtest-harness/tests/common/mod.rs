@@ -76,30 +76,39 @@ pub fn fixture_target() -> PathBuf {
 /// The fixture's test binary, built once per test binary.
 pub fn fixture_binary() -> &'static Path {
     static BINARY: OnceLock<PathBuf> = OnceLock::new();
-    BINARY.get_or_init(|| {
-        let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixture/Cargo.toml");
-        let output = Command::new(env!("CARGO"))
-            .args([
-                "test",
-                "--no-run",
-                "--message-format=json",
-                "--manifest-path",
-            ])
-            .arg(&manifest)
-            .arg("--target-dir")
-            .arg(fixture_target())
-            .stderr(Stdio::inherit())
-            .output()
-            .expect("cargo runs");
-        assert!(output.status.success(), "building the fixture failed");
-        let stdout = String::from_utf8(output.stdout).unwrap();
-        stdout
-            .lines()
-            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-            .filter(|message| message["target"]["name"] == "kernels")
-            .find_map(|message| message["executable"].as_str().map(PathBuf::from))
-            .expect("cargo reports the fixture's test executable")
-    })
+    BINARY.get_or_init(|| build_fixture(&fixture_target(), None))
+}
+
+/// Builds the fixture's test binary into `target`, with `rustflags` if
+/// given; returns its path.
+pub fn build_fixture(target: &Path, rustflags: Option<&str>) -> PathBuf {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixture/Cargo.toml");
+    let mut command = Command::new(env!("CARGO"));
+    command
+        .args([
+            "test",
+            "--no-run",
+            "--message-format=json",
+            "--manifest-path",
+        ])
+        .arg(&manifest)
+        .arg("--target-dir")
+        .arg(target)
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .stderr(Stdio::inherit());
+    match rustflags {
+        Some(flags) => command.env("RUSTFLAGS", flags),
+        None => command.env_remove("RUSTFLAGS"),
+    };
+    let output = command.output().expect("cargo runs");
+    assert!(output.status.success(), "building the fixture failed");
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    stdout
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|message| message["target"]["name"] == "kernels")
+        .find_map(|message| message["executable"].as_str().map(PathBuf::from))
+        .expect("cargo reports the fixture's test executable")
 }
 
 /// One run of the fixture, with a private temporary directory so we can see

@@ -1,0 +1,142 @@
+#!/usr/bin/env bash
+# The steps of the GitHub Action (action.yml at the repository's root).
+#
+# The action's inputs arrive only as environment variables, never pasted
+# into shell code, and each reaches the program it is for as whole
+# arguments: no input is ever evaluated, expanded or globbed here.
+#
+# Usage: scripts/action.sh install|cache-key|build|run
+#
+#   install  installs QEMU and the guest agent where missing, and lets every
+#            user open /dev/kvm where the runner has it
+#   cache-key  writes the download cache's directory and a key for what the
+#            inputs fetch to $GITHUB_OUTPUT
+#   build    installs the `vmtest` command, from VMTEST_ACTION_VMTEST_PATH
+#            (a checkout), else VMTEST_ACTION_VMTEST_VERSION (a git ref of
+#            this repository), else the action's own source
+#   run      runs, in the current directory:
+#              with VMTEST_ACTION_COMMAND: vmtest [-k KERNEL | -i IMAGE]
+#                [--uefi] [--kargs ARGS] -- COMMAND
+#              with VMTEST_ACTION_CONFIG: vmtest -c CONFIG [-f FILTER]
+#              else: cargo test CARGO_TEST_ARGS, with VMTEST_KERNEL and
+#                VMTEST_KERNELS set to KERNEL, and VMTEST_KERNEL_ARGS=ARGS
+#
+# Inputs (all optional): VMTEST_ACTION_KERNEL, VMTEST_ACTION_IMAGE,
+# VMTEST_ACTION_UEFI (true/false), VMTEST_ACTION_KERNEL_ARGS,
+# VMTEST_ACTION_COMMAND, VMTEST_ACTION_CONFIG, VMTEST_ACTION_FILTER,
+# VMTEST_ACTION_CARGO_TEST_ARGS (split at whitespace, nothing else),
+# VMTEST_ACTION_VMTEST_VERSION, VMTEST_ACTION_VMTEST_PATH.
+set -euo pipefail
+# No input may ever be globbed.
+set -f
+
+SCRIPT_DIR=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd -P)
+SOURCE_DIR=$(cd -- "$SCRIPT_DIR/.." && pwd -P)
+
+die() { printf '::error::vmtest action: %s\n' "$*" >&2; exit 64; }
+log() { printf 'vmtest action: %s\n' "$*" >&2; }
+
+input() { local name=VMTEST_ACTION_$1; printf '%s' "${!name-}"; }
+
+as_root() {
+    if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi
+}
+
+install() {
+    local missing=()
+    command -v qemu-system-x86_64 >/dev/null || missing+=(qemu-system-x86)
+    command -v qemu-ga >/dev/null || [[ -x /usr/sbin/qemu-ga ]] || missing+=(qemu-guest-agent)
+    if [[ ${#missing[@]} -gt 0 ]]; then
+        log "installing ${missing[*]}"
+        as_root apt-get update -qq
+        as_root env DEBIAN_FRONTEND=noninteractive \
+            apt-get install -y -qq --no-install-recommends "${missing[@]}"
+    fi
+    if [[ -e /dev/kvm ]]; then
+        # As GitHub documents for its larger runners: any user may open
+        # /dev/kvm, so QEMU run as the runner's user gets KVM.
+        echo 'KERNEL=="kvm", GROUP="kvm", MODE="0666", OPTIONS+="static_node=kvm"' |
+            as_root tee /etc/udev/rules.d/99-vmtest-kvm.rules >/dev/null
+        as_root udevadm control --reload-rules
+        as_root udevadm trigger --name-match=kvm
+        log "KVM enabled: /dev/kvm is open to all"
+    else
+        log "no /dev/kvm on this runner: guests run under emulation (slower)"
+    fi
+}
+
+cache_key() {
+    local wanted
+    wanted=$(printf '%s\n%s' "$(input KERNEL)" "$(input IMAGE)" | sha256sum | cut -c1-16)
+    {
+        printf 'cache-dir=%s\n' "${XDG_CACHE_HOME:-$HOME/.cache}/vmtest"
+        printf 'cache-key=vmtest-kernels-%s-%s\n' "$(uname -m)" "$wanted"
+    } >>"${GITHUB_OUTPUT:?GITHUB_OUTPUT is not set}"
+}
+
+build() {
+    local path version root=${RUNNER_TEMP:-${TMPDIR:-/tmp}}/vmtest-action
+    path=$(input VMTEST_PATH)
+    version=$(input VMTEST_VERSION)
+    local from=(--path "$SOURCE_DIR/vmtest-cli")
+    if [[ -n $path ]]; then
+        from=(--path "$path/vmtest-cli")
+    elif [[ -n $version ]]; then
+        [[ -n ${GITHUB_ACTION_REPOSITORY-} ]] ||
+            die "vmtest-version needs GITHUB_ACTION_REPOSITORY (set when the action runs from a repository)"
+        from=(--git "https://github.com/$GITHUB_ACTION_REPOSITORY" --rev "$version" vmtest-cli)
+    fi
+    # Quoted: an input printed as it is could start a workflow command line.
+    log "building vmtest (cargo install --locked ${from[*]@Q})"
+    cargo install --locked --quiet --root "$root" "${from[@]}"
+    if [[ -n ${GITHUB_PATH-} ]]; then
+        printf '%s\n' "$root/bin" >>"$GITHUB_PATH"
+    fi
+    "$root/bin/vmtest" --version >&2
+}
+
+run() {
+    local kernel image uefi kargs command config filter
+    kernel=$(input KERNEL)
+    image=$(input IMAGE)
+    uefi=$(input UEFI)
+    kargs=$(input KERNEL_ARGS)
+    command=$(input COMMAND)
+    config=$(input CONFIG)
+    filter=$(input FILTER)
+    case $uefi in ''|false) uefi=false ;; true) ;; *) die "uefi must be true or false" ;; esac
+    [[ -n $kernel && -n $image ]] && die "give kernel or image, not both"
+    [[ -n $command && -n $config ]] && die "give command or config, not both"
+    if [[ -n $command ]]; then
+        local argv=(vmtest)
+        [[ -n $kernel ]] && argv+=(-k "$kernel")
+        [[ -n $image ]] && argv+=(-i "$image")
+        [[ $uefi == true ]] && argv+=(--uefi)
+        [[ -n $kargs ]] && argv+=(--kargs "$kargs")
+        argv+=(-- "$command")
+        exec "${argv[@]}"
+    fi
+    if [[ -n $config ]]; then
+        [[ -n $kernel || -n $image || -n $kargs ]] &&
+            die "with config, the kernels, images and kernel args are the file's: drop kernel, image and kernel-args"
+        local argv=(vmtest -c "$config")
+        [[ -n $filter ]] && argv+=(-f "$filter")
+        exec "${argv[@]}"
+    fi
+    [[ -n $image ]] && die "an image runs a command: give command (cargo test runs on a kernel)"
+    [[ -n $kernel ]] && export VMTEST_KERNEL=$kernel VMTEST_KERNELS=$kernel
+    [[ -n $kargs ]] && export VMTEST_KERNEL_ARGS=$kargs
+    local args=()
+    # Split at whitespace only: globbing is off (set -f) and nothing is
+    # evaluated.
+    read -r -d '' -a args < <(printf '%s\0' "$(input CARGO_TEST_ARGS)") || true
+    exec cargo test "${args[@]}"
+}
+
+case ${1-} in
+    install) install ;;
+    cache-key) cache_key ;;
+    build) build ;;
+    run) run ;;
+    *) die "usage: scripts/action.sh install|cache-key|build|run" ;;
+esac
