@@ -49,7 +49,11 @@ fn actionlint_passes_on_the_action_and_every_workflow() {
     // giving it an input it lacks fails.
     let copy = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(copy.path().join(".github/workflows")).unwrap();
-    std::fs::copy(repo_root().join("action.yml"), copy.path().join("action.yml")).unwrap();
+    std::fs::copy(
+        repo_root().join("action.yml"),
+        copy.path().join("action.yml"),
+    )
+    .unwrap();
     std::fs::write(
         copy.path().join(".github/workflows/typo.yml"),
         "on: push\njobs:\n  t:\n    runs-on: ubuntu-24.04\n    steps:\n      - uses: ./\n        with:\n          kernal: x\n",
@@ -281,10 +285,16 @@ fn contradicting_inputs_are_refused_before_anything_runs() {
             &[("KERNEL", "k"), ("IMAGE", "i"), ("COMMAND", "true")][..],
             "kernel or image",
         ),
-        (&[("COMMAND", "true"), ("CONFIG", "c")][..], "command or config"),
+        (
+            &[("COMMAND", "true"), ("CONFIG", "c")][..],
+            "command or config",
+        ),
         (&[("CONFIG", "c"), ("KERNEL", "k")][..], "drop kernel"),
         (&[("IMAGE", "i")][..], "an image runs a command"),
-        (&[("UEFI", "maybe"), ("COMMAND", "true")][..], "uefi must be"),
+        (
+            &[("UEFI", "maybe"), ("COMMAND", "true")][..],
+            "uefi must be",
+        ),
     ] {
         let output = stand_ins.run(inputs);
         let stderr = String::from_utf8_lossy(&output.stderr);

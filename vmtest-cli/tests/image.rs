@@ -97,7 +97,10 @@ fn a_one_liner_runs_on_an_image() {
         .env("VMTEST_NO_UI", "1")
         .arg("-i")
         .arg(image())
-        .args(["--", "grep -h ^VERSION_CODENAME= /etc/os-release; pwd; exit 3"])
+        .args([
+            "--",
+            "grep -h ^VERSION_CODENAME= /etc/os-release; pwd; exit 3",
+        ])
         .stdin(Stdio::null())
         .output()
         .unwrap();

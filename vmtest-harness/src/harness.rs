@@ -42,6 +42,21 @@ fn run(args: &Arguments, planned: Vec<PlannedTest>) -> Conclusion {
         nocapture: args.nocapture,
         verbose: settings.as_ref().is_ok_and(|settings| settings.verbose),
     });
+    // Tests the name filters leave out are not resolved (no kernel is
+    // fetched for them), only counted as libtest counts them. (`--ignored`
+    // is left to libtest: whether a test is ignored is known once resolved.)
+    let by_name = Arguments {
+        ignored: false,
+        ..args.clone()
+    };
+    let (planned, left_out): (Vec<PlannedTest>, Vec<PlannedTest>) = planned
+        .into_iter()
+        .partition(|test| !by_name.is_filtered_out(&Trial::test(test.name.clone(), || Ok(()))));
+    let left_out = || {
+        left_out
+            .iter()
+            .map(|test| Trial::test(test.name.clone(), || Ok(())))
+    };
     let resolved = resolve(planned, &reporter);
     for test in &resolved {
         if let Some(reason) = &test.gate {
@@ -56,6 +71,7 @@ fn run(args: &Arguments, planned: Vec<PlannedTest>) -> Conclusion {
             .map(|test| {
                 Trial::test(test.planned.name.clone(), || Ok(())).with_ignored_flag(ignored(test))
             })
+            .chain(left_out())
             .collect();
         return libtest_mimic::run(args, trials);
     }
@@ -76,6 +92,7 @@ fn run(args: &Arguments, planned: Vec<PlannedTest>) -> Conclusion {
                     })
                     .with_ignored_flag(ignored(test))
                 })
+                .chain(left_out())
                 .collect();
             return libtest_mimic::run(args, trials);
         }
@@ -93,12 +110,13 @@ fn run(args: &Arguments, planned: Vec<PlannedTest>) -> Conclusion {
             })
             .with_ignored_flag(is_ignored);
             if let Ok(shape) = shape {
-                if !args.is_filtered_out(&trial) && !args.is_ignored(&trial) {
+                if !args.is_ignored(&trial) {
                     ahead.insert(shape);
                 }
             }
             trial
         })
+        .chain(left_out())
         .collect();
     engine.boot_ahead(ahead);
     let conclusion = libtest_mimic::run(args, trials);

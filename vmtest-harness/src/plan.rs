@@ -231,9 +231,13 @@ mod tests {
             planned[2].kernel,
             Kernel::Written("https://h/bzImage-6.4".into())
         );
-        let planned = listed(String::new());
+        let planned = listed(" , ".into());
         assert!(
             matches!(&planned[0].kernel, Kernel::Unplannable(reason) if reason.contains("names no kernel"))
+        );
+        let planned = listed(String::new());
+        assert!(
+            matches!(&planned[0].kernel, Kernel::Unplannable(reason) if reason.contains("is empty"))
         );
         let unset = plan(
             &[Box::leak(Box::new(VmTest {

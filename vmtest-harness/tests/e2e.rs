@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use common::*;
 
 /// Every test of the fixture, `--list` counts them.
-const ALL_TESTS: usize = 59;
+const ALL_TESTS: usize = 60;
 
 #[test]
 fn a_full_run_reports_every_outcome() {
@@ -32,6 +32,8 @@ fn a_full_run_reports_every_outcome() {
             .env("FIXTURE_MARKER", "from the host")
             .env("FIXTURE_EXPECTED_CWD", cwd.path())
             .env("FIXTURE_NONCE", &nonce)
+            .env("VMTEST_KERNEL_ARGS", "vmtest.fixture=on")
+            .env("FIXTURE_EXPECTED_KARG", "vmtest.fixture=on")
             .current_dir(cwd.path());
     });
     assert_eq!(run.code(), Some(101), "a failing test makes exit 101");
@@ -51,6 +53,7 @@ fn a_full_run_reports_every_outcome() {
         "loopback_is_up[bzImage]",
         "sees_the_host_environment_and_working_directory",
         "guest_environment_is_clean",
+        "gets_the_runs_kernel_args",
         "writes_to_the_shared_directory",
         "closes_stdout_and_passes",
         "prints_slowly",
@@ -94,7 +97,7 @@ fn a_full_run_reports_every_outcome() {
     assert_eq!(run.result_of("ignored_test"), "ignored");
     assert!(
         run.stdout
-            .contains("test result: FAILED. 25 passed; 16 failed; 18 ignored"),
+            .contains("test result: FAILED. 26 passed; 16 failed; 18 ignored"),
         "{}",
         run.stdout.lines().last().unwrap_or_default()
     );
