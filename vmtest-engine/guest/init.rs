@@ -78,6 +78,14 @@ mod sys {
         pub fn close(fd: c_int) -> c_int;
         pub fn dup2(old: c_int, new: c_int) -> c_int;
         pub fn fcntl(fd: c_int, command: c_int, ...) -> c_int;
+        pub fn clock_settime(clock: c_int, time: *const Timespec) -> c_int;
+    }
+
+    /// `struct timespec` on a 64-bit Linux.
+    #[repr(C)]
+    pub struct Timespec {
+        pub seconds: i64,
+        pub nanoseconds: i64,
     }
 
     /// `struct ifreq` as the interface-flags ioctls use it.
@@ -104,6 +112,12 @@ mod sys {
     pub const MNT_DETACH: c_int = 2;
 
     pub const F_SETFD: c_int = 2;
+
+    pub const CLOCK_REALTIME: c_int = 0;
+    /// `include/uapi/linux/random.h`: `_IOW('R', 0x03, int[2])`, and
+    /// `_IO('R', 0x07)`.
+    pub const RNDADDENTROPY: c_ulong = 0x4008_5203;
+    pub const RNDRESEEDCRNG: c_ulong = 0x5207;
 
     pub const RB_POWER_OFF: c_int = 0x4321_fedc;
     #[cfg(target_arch = "x86_64")]
@@ -182,6 +196,11 @@ fn boot() -> Result<()> {
     step("mount /dev, /proc, /sys; read the command line", mount_early)?;
     step("load modules", load_modules)?;
     let params = step("handshake on the control port", handshake)?;
+    // Best effort: an old kernel (before 4.17) cannot reseed at once, and a
+    // fresh boot has its own pool anyway.
+    if let Err(err) = set_clock(params.clock_ns).and_then(|()| seed_random(&params.seed)) {
+        warn!("{err}");
+    }
     step("mount the host root", mount_root)?;
     step("mount /run", || mount_all(RUN_MOUNTS))?;
     step("bind host paths under /tmp", || bind_host_tmp(&params.tmp_binds))?;
@@ -598,6 +617,46 @@ fn load_module(path: &Path) -> Result<()> {
         0 => debug!("loaded {name} in {} ms", started.elapsed().as_millis()),
         _ if err.raw_os_error() == Some(sys::EEXIST) => debug!("{name} was already loaded"),
         _ => return Err(format!("load module {name}: {err}")),
+    }
+    Ok(())
+}
+
+// ---- A fresh guest, even when restored from a snapshot ----
+
+/// Sets the clock to the host's.
+fn set_clock(clock_ns: u64) -> Result<()> {
+    let time = sys::Timespec {
+        seconds: (clock_ns / 1_000_000_000) as i64,
+        nanoseconds: (clock_ns % 1_000_000_000) as i64,
+    };
+    // SAFETY: a valid timespec, read by the call.
+    if unsafe { sys::clock_settime(sys::CLOCK_REALTIME, &time) } != 0 {
+        return Err(format!("clock_settime: {}", io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
+/// Mixes the host's `seed` into the kernel's random pool, credited, and
+/// reseeds the kernel's generator from it at once: no two guests restored
+/// from one snapshot draw the same numbers.
+fn seed_random(seed: &[u8]) -> Result<()> {
+    let random = OpenOptions::new()
+        .write(true)
+        .open("/dev/urandom")
+        .map_err(|err| format!("open /dev/urandom: {err}"))?;
+    // `struct rand_pool_info`: bits credited, byte count, the bytes.
+    let bits = c_int::try_from(seed.len() * 8).map_err(|_| "the seed is too long")?;
+    let mut info = Vec::with_capacity(8 + seed.len());
+    info.extend_from_slice(&bits.to_ne_bytes());
+    info.extend_from_slice(&(bits / 8).to_ne_bytes());
+    info.extend_from_slice(seed);
+    // SAFETY: an open descriptor and a rand_pool_info of the size it says.
+    if unsafe { sys::ioctl(random.as_raw_fd(), sys::RNDADDENTROPY, info.as_ptr()) } != 0 {
+        return Err(format!("RNDADDENTROPY: {}", io::Error::last_os_error()));
+    }
+    // SAFETY: an open descriptor; the request takes no argument.
+    if unsafe { sys::ioctl(random.as_raw_fd(), sys::RNDRESEEDCRNG) } != 0 {
+        return Err(format!("RNDRESEEDCRNG: {}", io::Error::last_os_error()));
     }
     Ok(())
 }

@@ -19,6 +19,7 @@ use crate::pool::{Context, Pool};
 use crate::run_dir::{RunDir, SharedDir};
 use crate::settings::Settings;
 use crate::shape::VmShape;
+use crate::snapshot::Snapshots;
 use crate::splat::Allowed;
 use crate::vm::Attempt;
 
@@ -146,7 +147,13 @@ impl Engine {
                 source,
             })?;
         let allowed = Allowed::new(settings.allowed_splats.as_deref())?;
+        // Without a place for them, VMs boot as they would with snapshots off.
+        let snapshots = settings
+            .snapshots
+            .then(|| Snapshots::open(&settings.cache_dir).ok())
+            .flatten();
         let pool = Pool::new(Context {
+            snapshots,
             settings,
             reporter: Arc::clone(&reporter),
             run_dir,

@@ -32,7 +32,12 @@ pub enum Event {
         vm: VmId,
         shape: Arc<VmShape>,
         boot_time: Duration,
+        /// Restored from a snapshot rather than booted.
+        restored: bool,
     },
+    /// A snapshot of this shape cannot be saved or restored (the VM boots
+    /// instead); said once per shape and run.
+    SnapshotUnusable { shape: Arc<VmShape>, reason: String },
     /// A boot hung or died and is tried once more.
     VmRetrying {
         vm: VmId,

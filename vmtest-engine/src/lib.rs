@@ -60,6 +60,7 @@ mod qemu;
 mod run_dir;
 mod settings;
 mod shape;
+mod snapshot;
 mod splat;
 mod supply;
 mod vm;

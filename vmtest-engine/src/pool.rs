@@ -3,7 +3,7 @@
 //! when it dies (at most [`MAX_REPLACEMENTS`] times per shape and run), shut
 //! down at the end.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -17,7 +17,8 @@ use crate::events::{Event, Reporter, VmId};
 use crate::run_dir::RunDir;
 use crate::settings::Settings;
 use crate::shape::VmShape;
-use crate::vm::{BootError, BootSpec, Reservation, Vm};
+use crate::snapshot::{Plan, Snapshots};
+use crate::vm::{self, BootError, BootSpec, Reservation, Vm};
 
 /// How many times a shape's VM may die and be replaced in one run.
 pub(crate) const MAX_REPLACEMENTS: u32 = 3;
@@ -31,6 +32,8 @@ pub(crate) struct Context {
     pub server: GuestServer,
     /// The run's shared directory.
     pub shared_dir: PathBuf,
+    /// Where snapshots are kept; `None` when VMs are always booted.
+    pub snapshots: Option<Snapshots>,
 }
 
 /// The run's VMs.
@@ -39,6 +42,9 @@ pub(crate) struct Pool {
     slots: Mutex<HashMap<VmShape, Arc<Slot>>>,
     boots: Mutex<Vec<JoinHandle<()>>>,
     next_vm: AtomicU64,
+    /// Snapshots that could not be saved or restored in this run: their
+    /// VMs boot.
+    unusable_snapshots: Mutex<HashSet<String>>,
 }
 
 /// One shape's VM.
@@ -68,6 +74,7 @@ impl Pool {
             slots: Mutex::default(),
             boots: Mutex::default(),
             next_vm: AtomicU64::new(1),
+            unusable_snapshots: Mutex::default(),
         })
     }
 
@@ -177,9 +184,10 @@ impl Pool {
         }
     }
 
-    /// Boots a VM of `shape`, once more if the first boot hangs or dies:
-    /// under emulation on a loaded host, a boot in a few dozen goes wrong
-    /// for reasons of timing alone.
+    /// Boots a VM of `shape`, or restores it from its snapshot; boots it
+    /// once more if the first boot hangs or dies (under emulation on a
+    /// loaded host, a boot in a few dozen goes wrong for reasons of timing
+    /// alone), and boots it if the snapshot cannot be restored.
     fn boot(&self, shape: &Arc<VmShape>) -> Result<Vm, SetupError> {
         let context = &self.context;
         let settings = &context.settings;
@@ -196,6 +204,7 @@ impl Pool {
             source: Box::new(source),
         };
         let mut attempt = 0;
+        let mut retried = false;
         loop {
             attempt += 1;
             let vm = self.next_vm();
@@ -206,44 +215,78 @@ impl Pool {
             });
             let vm_tag = format!("vmtest-{}-vm{vm}", std::process::id());
             let layout = params::layout(shape, &context.server, &context.shared_dir, &vm_tag);
-            let mut boot_line = layout.params.encode().into_bytes();
-            boot_line.push(b'\n');
-            let spec = BootSpec {
+            let mut spec = BootSpec {
                 settings,
                 media: &media,
                 shape,
                 cmdline: &cmdline,
                 exports: &layout.exports,
-                boot_line: &boot_line,
+                params: &layout.params,
+                snapshot: None,
             };
+            let snapshot = self.snapshot_plan(&spec);
+            spec.snapshot = context
+                .snapshots
+                .as_ref()
+                .zip(snapshot.as_ref().map(|(_, plan)| plan));
             let dir = context
                 .run_dir
                 .vm_dir(vm)
                 .map_err(|error| boot_error(BootError::Workdir(error)))?;
             let started = Instant::now();
-            match Vm::boot(vm, dir, &spec, Arc::clone(&context.reporter)) {
-                Ok(booted) => {
-                    self.ready(vm, shape, started);
+            let booted = Vm::boot(vm, dir, &spec, Arc::clone(&context.reporter));
+            match (booted, snapshot) {
+                (Ok(booted), snapshot) => {
+                    let restored = match snapshot {
+                        Some((_, Plan::Restore(_))) => true,
+                        // A save that failed (and said why) is not tried
+                        // again in this run.
+                        Some((key, Plan::Save(saved))) if !saved.state.is_file() => {
+                            lock(&self.unusable_snapshots).insert(key);
+                            false
+                        }
+                        _ => false,
+                    };
+                    context.reporter.report(&Event::VmReady {
+                        vm,
+                        shape: Arc::clone(shape),
+                        boot_time: started.elapsed(),
+                        restored,
+                    });
                     return Ok(booted);
                 }
-                Err(error @ (BootError::Hung { .. } | BootError::Died(_))) if attempt == 1 => {
+                // Never worse than a boot: the snapshot goes, the VM boots.
+                (Err(error), Some((key, Plan::Restore(snapshot)))) => {
+                    Snapshots::discard(&snapshot);
+                    lock(&self.unusable_snapshots).insert(key);
+                    context.reporter.report(&Event::SnapshotUnusable {
+                        shape: Arc::clone(shape),
+                        reason: format!("cannot restore it: {error}"),
+                    });
+                }
+                (Err(error @ (BootError::Hung { .. } | BootError::Died(_))), _) if !retried => {
+                    retried = true;
                     context.reporter.report(&Event::VmRetrying {
                         vm,
                         shape: Arc::clone(shape),
                         reason: error.to_string(),
                     });
                 }
-                Err(error) => return Err(boot_error(error)),
+                (Err(error), _) => return Err(boot_error(error)),
             }
         }
     }
 
-    fn ready(&self, vm: VmId, shape: &Arc<VmShape>, started: Instant) {
-        self.context.reporter.report(&Event::VmReady {
-            vm,
-            shape: Arc::clone(shape),
-            boot_time: started.elapsed(),
-        });
+    /// What a boot of `spec` does with snapshots, and the snapshot's name;
+    /// `None` when they are off, or failed this run.
+    fn snapshot_plan(&self, spec: &BootSpec) -> Option<(String, Plan)> {
+        let snapshots = self.context.snapshots.as_ref()?;
+        let key = vm::snapshot_key(spec);
+        if lock(&self.unusable_snapshots).contains(&key) {
+            return None;
+        }
+        let plan = snapshots.plan(&key);
+        Some((key, plan))
     }
 }
 

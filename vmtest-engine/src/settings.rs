@@ -35,6 +35,9 @@ pub struct Settings {
     /// `VMTEST_KERNEL_ARGS`: added to every VM's kernel command line, after
     /// the VM's own.
     pub kernel_args: String,
+    /// `VMTEST_SNAPSHOT` (default on): VMs after the first of their kind
+    /// are restored from a snapshot of it rather than booted.
+    pub snapshots: bool,
 }
 
 /// A setting that makes every VM impossible.
@@ -101,6 +104,7 @@ impl Settings {
             verbose: flag(&var, "VMTEST_VERBOSE")?,
             allowed_splats: var("VMTEST_ALLOWED_SPLATS").filter(|pattern| !pattern.is_empty()),
             kernel_args: var("VMTEST_KERNEL_ARGS").unwrap_or_default(),
+            snapshots: flag_or(&var, "VMTEST_SNAPSHOT", true)?,
         })
     }
 }
@@ -115,8 +119,18 @@ fn invalid(var: &'static str, value: &str, expected: &'static str) -> SettingsEr
 
 /// A boolean variable: unset or empty is false.
 fn flag(var: &impl Fn(&str) -> Option<String>, name: &'static str) -> Result<bool, SettingsError> {
+    flag_or(var, name, false)
+}
+
+/// A boolean variable: unset or empty is `default`.
+fn flag_or(
+    var: &impl Fn(&str) -> Option<String>,
+    name: &'static str,
+    default: bool,
+) -> Result<bool, SettingsError> {
     match var(name).as_deref() {
-        None | Some("" | "0" | "false" | "no" | "off") => Ok(false),
+        None | Some("") => Ok(default),
+        Some("0" | "false" | "no" | "off") => Ok(false),
         Some("1" | "true" | "yes" | "on") => Ok(true),
         Some(other) => Err(invalid(name, other, "use 1 or 0")),
     }

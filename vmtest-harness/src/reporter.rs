@@ -28,9 +28,17 @@ impl Reporter for LibtestReporter {
                 eprintln!("vmtest: accelerator {}: {reason}", accel.name().to_uppercase());
             }
             Event::VmReady {
-                shape, boot_time, ..
+                shape,
+                boot_time,
+                restored,
+                ..
             } if self.verbose => {
-                eprintln!("vmtest: {} booted in {boot_time:.2?} ({shape})", shape.kernel.display());
+                let how = if *restored { "restored" } else { "booted" };
+                eprintln!("vmtest: {} {how} in {boot_time:.2?} ({shape})", shape.kernel.display());
+            }
+            Event::SnapshotUnusable { shape, reason } => {
+                let reason = reason.lines().next().unwrap_or_default();
+                eprintln!("vmtest: no snapshot for {shape}: {reason}; booting it instead");
             }
             Event::VmRetrying { shape, reason, .. } => {
                 let reason = reason.lines().next().unwrap_or_default();

@@ -121,6 +121,9 @@ pub(crate) fn layout(
             tmp_binds,
             shares,
             server: ServerCommand { env, ..command },
+            // The VM sets them when it sends the line.
+            clock_ns: 0,
+            seed: Vec::new(),
         },
     }
 }

@@ -92,6 +92,14 @@ pub struct BootParams {
     /// Directories mounted over 9p, after the binds.
     pub shares: Vec<Share>,
     pub server: ServerCommand,
+    /// The host's time when it sent the line (`CLOCK_REALTIME`, in
+    /// nanoseconds since the epoch): the guest's clock is set to it, as a
+    /// guest restored from a snapshot would run on from the snapshot's time.
+    pub clock_ns: u64,
+    /// Fresh entropy from the host: mixed into the guest kernel's random
+    /// pool, which is then reseeded, as guests restored from one snapshot
+    /// would otherwise share one pool.
+    pub seed: Vec<u8>,
 }
 
 impl BootParams {
@@ -119,6 +127,8 @@ impl BootParams {
             word("env", var.as_bytes());
         }
         word("cwd", self.server.cwd.as_os_str().as_bytes());
+        word("clock", self.clock_ns.to_string().as_bytes());
+        word("seed", &self.seed);
         line
     }
 
@@ -158,6 +168,13 @@ impl BootParams {
                 "arg" => params.server.args.push(OsString::from_vec(bytes)),
                 "env" => params.server.env.push(OsString::from_vec(bytes)),
                 "cwd" => params.server.cwd = absolute(key, bytes)?,
+                "clock" => {
+                    params.clock_ns = std::str::from_utf8(&bytes)
+                        .ok()
+                        .and_then(|text| text.parse().ok())
+                        .ok_or("boot line: clock is not a number")?
+                }
+                "seed" => params.seed = bytes,
                 _ => return Err(format!("boot line: unknown key {key}")),
             }
         }

@@ -42,6 +42,8 @@ mod tests {
                 env: vec![OsString::from("A=1 2"), OsString::from("EMPTY=")],
                 cwd: PathBuf::from("/tmp/a b"),
             },
+            clock_ns: 1_795_000_000_123_456_789,
+            seed: vec![0, 0xff, b' ', b'='],
         };
         let line = params.encode();
         assert!(line.starts_with(BOOT));

@@ -154,11 +154,20 @@ fn boot(boot: &Boot) -> Vec<OsString> {
     }
 }
 
-/// The guest's serial console goes to a file, whose tail explains crashes.
+/// What makes QEMU wait, stopped, for a saved guest (`migrate-incoming`
+/// over QMP) instead of booting one.
+pub(crate) fn incoming() -> Vec<OsString> {
+    os(&["-S", "-incoming", "defer"])
+}
+
+/// The guest's serial console goes to a file, whose tail explains crashes;
+/// appended to, after what a restored guest's snapshot showed.
 fn console(log: &Path) -> Vec<OsString> {
+    let mut spec = option_list("file,id=console,path=", log);
+    spec.push(",append=on");
     vec![
         "-chardev".into(),
-        option_list("file,id=console,path=", log),
+        spec,
         "-serial".into(),
         "chardev:console".into(),
     ]

@@ -1,4 +1,5 @@
-//! QMP, QEMU's control socket: used to ask QEMU to quit.
+//! QMP, QEMU's control socket: used to save a guest's state to a file, to
+//! load it into a new QEMU, and to ask QEMU to quit.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -9,6 +10,11 @@ use super::wire::{Channel, WireError};
 
 const PEER: &str = "QMP";
 const TIMEOUT: Duration = Duration::from_secs(5);
+/// How often a migration's progress is asked for.
+const MIGRATION_POLL: Duration = Duration::from_millis(10);
+/// No limit worth the name on how fast a saved state is written (QEMU's
+/// default, 32 MiB/s, would make a snapshot take seconds).
+const UNLIMITED_BANDWIDTH: u64 = 1 << 40;
 
 /// A QMP connection past its capabilities handshake.
 pub(crate) struct Monitor {
@@ -34,6 +40,79 @@ impl Monitor {
             // QEMU may close the socket before its answer arrives.
             Ok(_) | Err(WireError::Closed { .. }) => Ok(()),
             Err(error) => Err(error),
+        }
+    }
+
+    /// Stops the guest and writes its whole state through `shell_command`
+    /// (`exec:` runs it by `/bin/sh -c`, the state on its stdin); the
+    /// guest stays stopped: [`Monitor::resume`] goes on.
+    pub(crate) fn save(&mut self, shell_command: &str, deadline: Instant) -> Result<(), WireError> {
+        self.channel.execute(&qmp::stop {}, TIMEOUT)?;
+        self.channel.execute(
+            &qmp::migrate_set_parameters(qmp::MigrateSetParameters {
+                max_bandwidth: Some(UNLIMITED_BANDWIDTH),
+                ..Default::default()
+            }),
+            TIMEOUT,
+        )?;
+        self.channel.execute(
+            &qmp::migrate {
+                uri: Some(format!("exec:{shell_command}")),
+                channels: None,
+                detach: None,
+                resume: None,
+            },
+            TIMEOUT,
+        )?;
+        self.wait_for_migration("migrate", deadline)
+    }
+
+    /// Loads a guest's state from what `shell_command` writes to its
+    /// stdout, into a QEMU started with `-incoming defer`; the guest stays
+    /// stopped (`-S`): [`Monitor::resume`] starts it.
+    pub(crate) fn load(&mut self, shell_command: &str, deadline: Instant) -> Result<(), WireError> {
+        self.channel.execute(
+            &qmp::migrate_incoming {
+                uri: Some(format!("exec:{shell_command}")),
+                channels: None,
+                exit_on_error: None,
+            },
+            TIMEOUT,
+        )?;
+        self.wait_for_migration("migrate-incoming", deadline)
+    }
+
+    /// Runs the guest.
+    pub(crate) fn resume(&mut self) -> Result<(), WireError> {
+        self.channel.execute(&qmp::cont {}, TIMEOUT).map(drop)
+    }
+
+    fn wait_for_migration(
+        &mut self,
+        command: &'static str,
+        deadline: Instant,
+    ) -> Result<(), WireError> {
+        loop {
+            let info = self.channel.execute(&qmp::query_migrate {}, TIMEOUT)?;
+            match info.status {
+                Some(qmp::MigrationStatus::completed) => return Ok(()),
+                Some(qmp::MigrationStatus::failed | qmp::MigrationStatus::cancelled) => {
+                    return Err(WireError::Refused {
+                        peer: PEER,
+                        command,
+                        message: info
+                            .error_desc
+                            .unwrap_or_else(|| "the migration failed".into()),
+                    })
+                }
+                _ if Instant::now() >= deadline => {
+                    return Err(WireError::Timeout {
+                        peer: PEER,
+                        waited: TIMEOUT,
+                    })
+                }
+                _ => std::thread::sleep(MIGRATION_POLL),
+            }
         }
     }
 }

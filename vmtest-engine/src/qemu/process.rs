@@ -40,6 +40,20 @@ pub enum SpawnError {
     },
 }
 
+/// Where `binary` is: as given if it names a path, else the first of that
+/// name in `PATH` (as given if there is none).
+pub(crate) fn resolve(binary: &Path) -> PathBuf {
+    if binary.components().count() > 1 {
+        return binary.to_path_buf();
+    }
+    std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .map(|dir| dir.join(binary))
+        .find(|candidate| candidate.is_file())
+        .unwrap_or_else(|| binary.to_path_buf())
+}
+
 impl QemuProcess {
     /// Starts `binary args`, with its stdout and stderr in `stderr_log`.
     pub(crate) fn spawn(

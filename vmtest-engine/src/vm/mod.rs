@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use crate::boot::params::Export;
 use crate::boot::BootMedia;
-use crate::contract::boot::{CONTROL_PORT, SERVER_EXITED};
+use crate::contract::boot::{BootParams, CONTROL_PORT, SERVER_EXITED};
 use crate::contract::messages::{Bytes, JobId, Request};
 use crate::engine::Input;
 use crate::error::SetupError;
@@ -38,6 +38,7 @@ use crate::qemu::process::{QemuProcess, SpawnError};
 use crate::run_dir::VmDir;
 use crate::settings::Settings;
 use crate::shape::VmShape;
+use crate::snapshot::{self, Plan, Snapshot, Snapshots};
 use crate::splat::Allowed;
 
 use self::link::{JobEnd, JobState, Link, Phase};
@@ -51,6 +52,14 @@ const KILL_GRACE: Duration = Duration::from_secs(5);
 const INPUT_POLL: Duration = Duration::from_millis(100);
 /// How often the reader thread wakes without messages, to keep the heartbeat.
 const TICK: Duration = Duration::from_millis(100);
+/// Bytes of the host's entropy each guest's random pool gets.
+const SEED_BYTES: usize = 32;
+/// How long a restored guest may take to have its test server ready: far
+/// longer than it needs, and far shorter than a boot's timeout, so that a
+/// snapshot gone bad costs little before the VM is booted instead.
+const RESTORE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long saving a snapshot may take.
+const SAVE_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long QEMU may take to quit when asked.
 const QUIT_GRACE: Duration = Duration::from_secs(3);
 
@@ -105,6 +114,13 @@ pub enum BootError {
          VMTEST_BOOT_TIMEOUT){details}"
     )]
     AgentSilent { timeout: Duration, details: Details },
+    #[error("cannot restore the guest from its snapshot: {source}{details}")]
+    Restore {
+        source: crate::qemu::WireError,
+        details: Details,
+    },
+    #[error("cannot restore the guest from its snapshot: QEMU's monitor did not answer")]
+    RestoreWithoutMonitor,
     #[error("QEMU exited ({status}) before the image's guest agent answered{details}")]
     ImageExited { status: String, details: Details },
     #[error("talking to the image's guest agent failed: {error}{details}")]
@@ -114,6 +130,72 @@ pub enum BootError {
     },
 }
 
+impl BootSpec<'_> {
+    /// QEMU's command line for this boot, with `paths` and its control
+    /// port at `control`.
+    fn qemu_config<'p>(
+        &'p self,
+        paths: &'p Paths,
+        control: &'p [(&'p str, &'p Path)],
+    ) -> QemuConfig<'p> {
+        let shape = self.shape;
+        QemuConfig {
+            machine: Machine {
+                accel: self.settings.accel.accel,
+                kvm_cpu: shape.kvm_cpu.as_deref(),
+                cpus: shape.cpus,
+                memory_mib: shape.memory_mib,
+            },
+            boot: command::Boot::Kernel {
+                kernel: &self.media.kernel,
+                initramfs: &self.media.initramfs,
+                cmdline: self.cmdline,
+                root: &shape.root,
+            },
+            exports: self.exports,
+            ports: control,
+            console_log: &paths.console,
+            monitor_socket: &paths.monitor,
+            extra: &shape.qemu_args,
+        }
+    }
+
+    fn qemu_binary(&self) -> &Path {
+        self.shape
+            .qemu_binary
+            .as_ref()
+            .unwrap_or(&self.settings.qemu_binary)
+    }
+}
+
+/// The name of the snapshot a boot of `spec` saves or restores: its QEMU
+/// command line, with the same paths for every VM where they do not shape
+/// the saved guest, and the kernel, initramfs and QEMU it uses.
+pub(crate) fn snapshot_key(spec: &BootSpec) -> String {
+    let shape = Arc::new(VmShape {
+        root: "/root".into(),
+        ..(**spec.shape).clone()
+    });
+    let exports: Vec<Export> = spec
+        .exports
+        .iter()
+        .map(|export| Export {
+            host_path: "/export".into(),
+            ..export.clone()
+        })
+        .collect();
+    let neutral = BootSpec {
+        shape: &shape,
+        exports: &exports,
+        ..*spec
+    };
+    let paths = Paths::new(Path::new("/vm"));
+    let control = [(CONTROL_PORT, paths.control.as_path())];
+    let args = command::arguments(&neutral.qemu_config(&paths, &control));
+    let qemu = crate::qemu::process::resolve(spec.qemu_binary());
+    snapshot::key(&args, &[&spec.media.kernel, &spec.media.initramfs, &qemu])
+}
+
 /// Everything one boot needs.
 pub(crate) struct BootSpec<'a> {
     pub settings: &'a Settings,
@@ -121,8 +203,11 @@ pub(crate) struct BootSpec<'a> {
     pub shape: &'a Arc<VmShape>,
     pub cmdline: &'a str,
     pub exports: &'a [Export],
-    /// The init's boot parameters, encoded, with their newline.
-    pub boot_line: &'a [u8],
+    /// The init's boot parameters, but for the clock and the seed, which
+    /// are the host's when it sends them.
+    pub params: &'a BootParams,
+    /// Restore the guest from a snapshot, or save one as it boots.
+    pub snapshot: Option<(&'a Snapshots, &'a Plan)>,
 }
 
 /// A VM with a ready test server.
@@ -166,31 +251,18 @@ impl Vm {
         let started = Instant::now();
         let deadline = started + spec.settings.boot_timeout;
         let paths = Paths::new(dir.path());
-        let shape = spec.shape;
-        let args = command::arguments(&QemuConfig {
-            machine: Machine {
-                accel: spec.settings.accel.accel,
-                kvm_cpu: shape.kvm_cpu.as_deref(),
-                cpus: shape.cpus,
-                memory_mib: shape.memory_mib,
-            },
-            boot: command::Boot::Kernel {
-                kernel: &spec.media.kernel,
-                initramfs: &spec.media.initramfs,
-                cmdline: spec.cmdline,
-                root: &shape.root,
-            },
-            exports: spec.exports,
-            ports: &[(CONTROL_PORT, &paths.control)],
-            console_log: &paths.console,
-            monitor_socket: &paths.monitor,
-            extra: &shape.qemu_args,
-        });
-        let binary = shape
-            .qemu_binary
-            .as_ref()
-            .unwrap_or(&spec.settings.qemu_binary);
-        let mut qemu = QemuProcess::spawn(binary, args, &paths.qemu_log)?;
+        let control = [(CONTROL_PORT, paths.control.as_path())];
+        let mut args = command::arguments(&spec.qemu_config(&paths, &control));
+        let restore = match spec.snapshot {
+            Some((_, Plan::Restore(snapshot))) => {
+                // The console of the boot that was saved comes first.
+                let _ = std::fs::copy(&snapshot.console, &paths.console);
+                args.extend(command::incoming());
+                Some(snapshot)
+            }
+            _ => None,
+        };
+        let mut qemu = QemuProcess::spawn(spec.qemu_binary(), args, &paths.qemu_log)?;
         let stream = match connect(&paths.control, &mut qemu, deadline) {
             Ok(stream) => stream,
             // QEMU itself was that slow: the boot counts as hung.
@@ -216,12 +288,40 @@ impl Vm {
             .name(format!("vmtest-vm-{id}"))
             .spawn(move || reading.read(reader))
             .map_err(BootError::Connect)?;
-        if let Err(error) = shared.handshake(spec.boot_line, deadline, spec.settings.boot_timeout) {
+        // QMP saves and restores snapshots and asks QEMU to quit; without
+        // it, shutdown kills QEMU instead.
+        let mut monitor = Monitor::connect(&paths.monitor).ok();
+        let started_up = match (restore, monitor.as_mut()) {
+            (Some(snapshot), monitor) => {
+                let restored =
+                    monitor
+                        .ok_or(BootError::RestoreWithoutMonitor)
+                        .and_then(|monitor| {
+                            restore_into(monitor, snapshot, started + RESTORE_TIMEOUT).map_err(
+                                |source| BootError::Restore {
+                                    source,
+                                    details: shared.details(),
+                                },
+                            )
+                        });
+                restored.and_then(|()| {
+                    shared.start(spec.params, started + RESTORE_TIMEOUT, RESTORE_TIMEOUT)
+                })
+            }
+            (None, monitor) => {
+                shared.handshake(spec.params, deadline, spec.settings.boot_timeout, || {
+                    if let (Some((snapshots, Plan::Save(snapshot))), Some(monitor)) =
+                        (spec.snapshot, monitor)
+                    {
+                        shared.save(snapshots, monitor, snapshot, &shared.console_log);
+                    }
+                })
+            }
+        };
+        if let Err(error) = started_up {
             shared.qemu().kill();
             return Err(error);
         }
-        // QMP is only used to quit; without it, shutdown kills QEMU instead.
-        let monitor = Monitor::connect(&paths.monitor).ok();
         Ok(Vm {
             capacity: spec.shape.job_capacity(),
             shared,
@@ -403,21 +503,43 @@ impl Shared {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Waits for the init, sends it its parameters, waits for the server.
+    /// Waits for the init, runs `at_init_ready` (the guest waits), and
+    /// [`Shared::start`]s it.
     fn handshake(
         &self,
-        boot_line: &[u8],
+        params: &BootParams,
         deadline: Instant,
         timeout: Duration,
+        at_init_ready: impl FnOnce(),
     ) -> Result<(), BootError> {
         let spoke = |state: &link::State| state.phase != Phase::Starting || state.death.is_some();
         let state = self.link.wait_until(Some(deadline), spoke);
         let phase = state.phase.clone();
         drop(state);
         if phase == Phase::InitReady {
-            self.link.update(|state| state.phase = Phase::Booting);
+            at_init_ready();
+        }
+        self.start(params, deadline, timeout)
+    }
+
+    /// Sends the init, which waits for them, its parameters, and waits for
+    /// the server.
+    fn start(
+        &self,
+        params: &BootParams,
+        deadline: Instant,
+        timeout: Duration,
+    ) -> Result<(), BootError> {
+        let waiting = self.link.update(|state| {
+            let waiting = matches!(state.phase, Phase::Starting | Phase::InitReady);
+            if waiting {
+                state.phase = Phase::Booting;
+            }
+            waiting
+        });
+        if waiting {
             // A failed send means QEMU is gone: the reader says why.
-            let _ = self.link.write(boot_line);
+            let _ = self.link.write(&boot_line(params));
         }
         let ready = |state: &link::State| {
             matches!(state.phase, Phase::Ready | Phase::InitFailed(_)) || state.death.is_some()
@@ -443,6 +565,29 @@ impl Shared {
                 })
             }
         }
+    }
+
+    /// Saves the guest, waiting at the init's handshake, into `snapshot`,
+    /// then lets it go on. A snapshot that cannot be saved is said, and the
+    /// boot goes on without it.
+    fn save(
+        &self,
+        snapshots: &Snapshots,
+        monitor: &mut Monitor,
+        snapshot: &Snapshot,
+        console: &Path,
+    ) {
+        let saved = snapshots.save(monitor, snapshot, console, Instant::now() + SAVE_TIMEOUT);
+        let resumed = monitor.resume();
+        let trouble = match (saved, resumed) {
+            (Ok(()), Ok(())) => return,
+            (Err(error), _) => error.to_string(),
+            (Ok(()), Err(error)) => error.to_string(),
+        };
+        self.reporter.report(&Event::SnapshotUnusable {
+            shape: Arc::clone(&self.shape),
+            reason: format!("cannot save it: {trouble}"),
+        });
     }
 
     fn details(&self) -> Details {
@@ -548,6 +693,47 @@ impl Shared {
             });
         }
     }
+}
+
+/// Loads `snapshot` into a QEMU started with [`command::incoming`], and runs it.
+fn restore_into(
+    monitor: &mut Monitor,
+    snapshot: &Snapshot,
+    deadline: Instant,
+) -> Result<(), crate::qemu::WireError> {
+    let command = snapshot
+        .load_command()
+        .ok_or_else(|| crate::qemu::WireError::Refused {
+            peer: "QMP",
+            command: "migrate-incoming",
+            message: format!("{} is not UTF-8", snapshot.state.display()),
+        })?;
+    monitor.load(&command, deadline)?;
+    monitor.resume()
+}
+
+/// The line that starts the guest: `params`, with the host's time and
+/// fresh entropy, and its newline.
+fn boot_line(params: &BootParams) -> Vec<u8> {
+    let clock_ns = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| {
+            u64::try_from(since.as_nanos()).unwrap_or(u64::MAX)
+        });
+    let mut seed = vec![0u8; SEED_BYTES];
+    // SAFETY: fills the buffer it is given, of the length it is given.
+    let filled = unsafe { libc::getrandom(seed.as_mut_ptr().cast(), seed.len(), 0) };
+    // getrandom(2) never returns less than 256 bytes once the host's pool
+    // is ready; the guest gets what the host has.
+    seed.truncate(usize::try_from(filled).unwrap_or(0));
+    let params = BootParams {
+        clock_ns,
+        seed,
+        ..params.clone()
+    };
+    let mut line = params.encode().into_bytes();
+    line.push(b'\n');
+    line
 }
 
 /// How the test server exited, as the init logged it on the console.
