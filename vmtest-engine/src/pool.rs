@@ -255,13 +255,13 @@ impl Pool {
                     });
                     return Ok(booted);
                 }
-                // Never worse than a boot: the snapshot goes, the VM boots.
-                (Err(error), Some((key, Plan::Restore(snapshot)))) => {
+                // Never worse than a boot: the snapshot goes, the VM boots
+                // and saves a new one.
+                (Err(error), Some((_, Plan::Restore(snapshot)))) => {
                     Snapshots::discard(&snapshot);
-                    lock(&self.unusable_snapshots).insert(key);
                     context.reporter.report(&Event::SnapshotUnusable {
                         shape: Arc::clone(shape),
-                        reason: format!("cannot restore it: {error}"),
+                        reason: format!("cannot restore it ({error})"),
                     });
                 }
                 (Err(error @ (BootError::Hung { .. } | BootError::Died(_))), _) if !retried => {

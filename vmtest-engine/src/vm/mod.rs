@@ -114,12 +114,13 @@ pub enum BootError {
          VMTEST_BOOT_TIMEOUT){details}"
     )]
     AgentSilent { timeout: Duration, details: Details },
-    #[error("cannot restore the guest from its snapshot: {source}{details}")]
+    #[error("loading the saved guest failed: {source}{}", qemu_said(.last_words))]
     Restore {
         source: crate::qemu::WireError,
-        details: Details,
+        /// The last line QEMU printed.
+        last_words: String,
     },
-    #[error("cannot restore the guest from its snapshot: QEMU's monitor did not answer")]
+    #[error("QEMU's monitor did not answer, so the saved guest cannot be loaded")]
     RestoreWithoutMonitor,
     #[error("QEMU exited ({status}) before the image's guest agent answered{details}")]
     ImageExited { status: String, details: Details },
@@ -300,7 +301,7 @@ impl Vm {
                             restore_into(monitor, snapshot, started + RESTORE_TIMEOUT).map_err(
                                 |source| BootError::Restore {
                                     source,
-                                    details: shared.details(),
+                                    last_words: shared.last_words(),
                                 },
                             )
                         });
@@ -590,6 +591,14 @@ impl Shared {
         });
     }
 
+    /// The last line QEMU printed, once it has exited (if it does at once).
+    fn last_words(&self) -> String {
+        let mut qemu = self.qemu();
+        qemu.wait_for_exit(EXIT_GRACE);
+        let said = qemu.stderr();
+        said.lines().last().unwrap_or_default().to_string()
+    }
+
     fn details(&self) -> Details {
         let qemu_said = self.qemu().stderr();
         Details::new(qemu_said, &read_console(&self.console_log))
@@ -692,6 +701,14 @@ impl Shared {
                 death,
             });
         }
+    }
+}
+
+/// `" (QEMU: …)"`, or nothing if QEMU said nothing.
+fn qemu_said(last_words: &str) -> String {
+    match last_words {
+        "" => String::new(),
+        said => format!(" (QEMU: {said})"),
     }
 }
 
