@@ -1,18 +1,23 @@
 #!/usr/bin/env python3
-"""vmtest's boot and per-test benchmark, under whatever accelerator vmtest picks.
+"""vmtest's boot, restore and per-test benchmark, under whatever accelerator vmtest picks.
 
 Measures, for each Debian kernel (scripts/setup.sh fetches them):
   floor      plain QEMU, same machine, memory and image (the bzImage, and
              the vmlinux vmtest extracts from it and boots), to its first
              userspace process (an init that powers off at once)
-  boot       vmtest: QEMU start to a ready test server (VMTEST_VERBOSE)
-  per test   one empty test in a booted VM, host-observed, 100 in a row
-  100 x 2    100 empty tests on both kernels in one run (two boots overlap)
+  boot       vmtest, snapshots off: QEMU start to a ready test server
+  restore    vmtest, restored from the snapshot of an earlier run: the same
+  per test   one empty test in a ready VM, host-observed, 500 in a row
+  500 x 2    500 empty tests on both kernels in one run (two VMs overlap)
   memory     QEMU's RSS with one idle VM
-And `vmtest -k K true` on the 9p-built-in kernel (scripts/setup.sh
---builtin-kernel), beside its floor and, when VMTEST_PEER names its binary
-(`cargo install vmtest --version 0.18.0 --root DIR`), danobi/vmtest 0.18 on
-the same kernel, run with /dev/kvm hidden (bench/hide-kvm.sh, as root).
+On the 9p-built-in kernel (scripts/setup.sh --builtin-kernel), booted as a
+bzImage (no PVH): one trivial test end to end (the test binary's whole run)
+beside the kernel's floor (plain QEMU booting it to init=/usr/bin/true on
+the host's root over 9p); and `vmtest -k K true` beside danobi/vmtest 0.18
+when VMTEST_PEER names its binary (`cargo install vmtest --version 0.18.0
+--root DIR`), run with /dev/kvm hidden (bench/hide-kvm.sh, as root).
+And the examples' tests under `cargo nextest run` (one process, so one VM,
+per test) beside `cargo test`.
 Each figure is the median of --reps runs; ratios are taken within this run.
 Usage: bench/run.py [--reps N]
 """
@@ -73,6 +78,74 @@ def floor_seconds(image, initramfs, accel):
     return time.monotonic() - started
 
 
+def floor_9p_seconds(image, accel):
+    """QEMU start to exit for `image` booting the host's root over 9p to
+    init=/usr/bin/true (whose exit panics the kernel, which ends QEMU)."""
+    started = time.monotonic()
+    subprocess.run(
+        [QEMU, "-nodefaults", "-no-user-config", "-nographic", "-display", "none", "-no-reboot",
+         "-machine", "pc", "-accel", accel, "-cpu", "max", "-smp", "1", "-m", "512M",
+         "-kernel", str(image), "-serial", "null",
+         "-virtfs", "local,path=/,mount_tag=root9p,security_model=none,readonly=on,multidevs=remap",
+         "-append", "console=ttyS0 panic=-1 root=root9p rootfstype=9p "
+                    "rootflags=trans=virtio,version=9p2000.L,msize=512000 ro init=/usr/bin/true"],
+        check=True, timeout=120, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return time.monotonic() - started
+
+
+def builtin_bench(binary, reps, accel):
+    """One trivial test end to end on the built-in kernel's bzImage, beside
+    its floor."""
+    if not BUILTIN.exists():
+        print("  n/a  built-in kernel: kernels/builtin-6.1 is missing "
+              "(scripts/setup.sh --builtin-kernel)")
+        return
+    args = ["--ignored", "--exact", "builtin"]
+    as_is = {"VMTEST_BOOT_IMAGE_AS_IS": "1"}
+    run_subject(binary, args, as_is)  # makes the snapshot
+    runs = {"floor": [], "restored": [], "booted": []}
+    for _ in range(reps):
+        runs["floor"].append(floor_9p_seconds(BUILTIN, accel))
+        runs["restored"].append(run_subject(binary, args, as_is)[0])
+        runs["booted"].append(run_subject(binary, args, dict(as_is, VMTEST_SNAPSHOT="0"))[0])
+    floor, restored, booted = (statistics.median(runs[name]) for name in runs)
+    print(f"  b-in floor, bzImage to init=/usr/bin/true on 9p {floor:6.2f} s")
+    print(f"  b-in one trivial test end to end, restored      {restored:6.2f} s"
+          f"   {restored / floor:4.2f}x its floor")
+    print(f"  b-in one trivial test end to end, snapshots off {booted:6.2f} s"
+          f"   {booted / floor:4.2f}x its floor")
+
+
+def nextest_bench(reps):
+    """The examples' tests under `cargo nextest run` and under `cargo test`."""
+    packages = ["-p", "vmtest-example-bpf", "-p", "vmtest-example-basics"]
+    subprocess.run(["cargo", "test", "-q", "--no-run", *packages], cwd=ROOT, check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    probe = subprocess.run(["cargo", "nextest", "--version"], cwd=ROOT,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    if probe.returncode != 0:
+        print("  n/a  cargo nextest is not installed")
+        return
+    commands = {"cargo test": ["cargo", "test", "-q", *packages],
+                "cargo nextest run": ["cargo", "nextest", "run", "--no-fail-fast", *packages]}
+    runs = {name: [] for name in commands}
+    for command in commands.values():
+        subprocess.run(command, cwd=ROOT, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL)  # snapshots for every VM
+    for _ in range(reps):
+        for name, command in commands.items():
+            started = time.monotonic()
+            result = subprocess.run(command, cwd=ROOT, stdout=subprocess.PIPE,
+                                    stderr=subprocess.STDOUT, text=True)
+            if result.returncode != 0:
+                sys.exit(f"{command} failed:\n{result.stdout}")
+            runs[name].append(time.monotonic() - started)
+    test, nextest = (statistics.median(runs[name]) for name in commands)
+    print(f"  exs  examples' 20 tests, cargo test            {test:6.2f} s")
+    print(f"  exs  examples' 20 tests, cargo nextest run     {nextest:6.2f} s"
+          f"   {nextest / test:4.2f}x cargo test")
+
+
 def extracted_vmlinux(image):
     """The vmlinux vmtest extracted from `image` and boots, if any."""
     digest = hashlib.sha256(image.read_bytes()).hexdigest()[:16]
@@ -80,10 +153,17 @@ def extracted_vmlinux(image):
     return path if path.exists() else None
 
 
+BUILTIN = KERNELS / "builtin-6.1/bzImage"
+
+
+def subject_env():
+    return dict(os.environ, BENCH_KERNEL_6_1=str(KERNELS / "vmlinuz-6.1"),
+                BENCH_KERNEL_6_12=str(KERNELS / "vmlinuz-6.12"),
+                BENCH_KERNEL_BUILTIN=str(BUILTIN))
+
+
 def run_subject(binary, args, env_extra=None):
-    env = dict(os.environ, VMTEST_VERBOSE="1",
-               BENCH_KERNEL_6_1=str(KERNELS / "vmlinuz-6.1"),
-               BENCH_KERNEL_6_12=str(KERNELS / "vmlinuz-6.12"))
+    env = dict(subject_env(), VMTEST_VERBOSE="1")
     env.update(env_extra or {})
     started = time.monotonic()
     result = subprocess.run([binary, *args], env=env, cwd=ROOT, stdout=subprocess.PIPE,
@@ -100,8 +180,9 @@ def seconds(text):
     return float(value) / {"s": 1, "ms": 1e3, "µs": 1e6}[unit]
 
 
-def boots(stderr):
-    return [seconds(m) for m in re.findall(r"booted in (\S+) ", stderr)]
+def boots(stderr, how="booted"):
+    """How long each VM took to come up, `booted` or `restored`."""
+    return [seconds(m) for m in re.findall(how + r" in (\S+) ", stderr)]
 
 
 def per_test(stderr):
@@ -125,8 +206,7 @@ def qemu_rss_mib(marker):
 
 def idle_rss(binary, series):
     with tempfile.TemporaryDirectory() as tmp:
-        env = dict(os.environ, TMPDIR=tmp, BENCH_KERNEL_6_1=str(KERNELS / "vmlinuz-6.1"),
-                   BENCH_KERNEL_6_12=str(KERNELS / "vmlinuz-6.12"))
+        env = dict(subject_env(), TMPDIR=tmp)
         child = subprocess.Popen([binary, "--ignored", "--exact", f"idle[vmlinuz-{series}]"],
                                  env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
                                  stderr=subprocess.DEVNULL)
@@ -158,31 +238,40 @@ def timed(command, env_extra=None):
 
 
 def command_bench(reps, initramfs, accel):
-    """`vmtest -k K true` on the built-in kernel: ours, as if it had no PVH
-    entry, the peer's, and the floor, interleaved."""
-    image = KERNELS / "builtin-6.1/bzImage"
-    if not image.exists():
+    """`vmtest -k K true` on the built-in kernel: ours (restored, and with
+    snapshots off), as if it had no PVH entry, the peer's, and the floor,
+    interleaved."""
+    if not BUILTIN.exists():
         print("  n/a  `vmtest -k K true`: kernels/builtin-6.1 is missing "
               "(scripts/setup.sh --builtin-kernel)")
         return
     ours = build_command()
     peer = os.environ.get("VMTEST_PEER")
-    runs = {"ours": [], "ours, bzImage as is (no PVH)": [], "floor, bzImage": []}
+    as_is = {"VMTEST_BOOT_IMAGE_AS_IS": "1"}
+    variants = {
+        "ours, restored": {},
+        "ours, restored, bzImage as is": as_is,
+        "ours, snapshots off": {"VMTEST_SNAPSHOT": "0"},
+        "ours, snapshots off, bzImage as is": dict(as_is, VMTEST_SNAPSHOT="0"),
+    }
+    for env in variants.values():
+        timed([ours, "-k", BUILTIN, "true"], env)  # makes the snapshots
+    runs = {name: [] for name in variants}
+    runs["floor, bzImage"] = []
     if peer:
         runs["danobi/vmtest 0.18"] = []
     for _ in range(reps):
-        runs["ours"].append(timed([ours, "-k", image, "true"]))
-        runs["ours, bzImage as is (no PVH)"].append(
-            timed([ours, "-k", image, "true"], {"VMTEST_BOOT_IMAGE_AS_IS": "1"}))
-        runs["floor, bzImage"].append(floor_seconds(image, initramfs, accel))
+        for name, env in variants.items():
+            runs[name].append(timed([ours, "-k", BUILTIN, "true"], env))
+        runs["floor, bzImage"].append(floor_seconds(BUILTIN, initramfs, accel))
         if peer:
             runs["danobi/vmtest 0.18"].append(
-                timed([ROOT / "bench/hide-kvm.sh", peer, "-k", image, "true"]))
+                timed([ROOT / "bench/hide-kvm.sh", peer, "-k", BUILTIN, "true"]))
     medians = {name: statistics.median(times) for name, times in runs.items()}
     base = medians.get("danobi/vmtest 0.18")
     for name, seconds in medians.items():
         ratio = f"   {seconds / base:4.2f}x danobi/vmtest" if base else ""
-        print(f"  cmd  `vmtest -k builtin-6.1 true`, {name:<30} {seconds:6.2f} s{ratio}")
+        print(f"  cmd  `vmtest -k builtin-6.1 true`, {name:<34} {seconds:6.2f} s{ratio}")
 
 
 def main():
@@ -199,14 +288,18 @@ def main():
     print(f"vmtest benchmark: {reps} repetitions, medians; QEMU -accel {accel}; "
           f"{os.cpu_count()} host CPUs")
 
+    builtin_bench(binary, reps, accel)
     with tempfile.TemporaryDirectory() as workdir:
         initramfs = build_floor_initramfs(Path(workdir))
         command_bench(reps, initramfs, accel)
         for series in SERIES:
             image = (KERNELS / f"vmlinuz-{series}").resolve()
-            boot = median(
-                boots(run_subject(binary, ["--exact", f"t000[vmlinuz-{series}]"])[1])[0]
-                for _ in range(reps))
+            one = ["--exact", f"a::t000[vmlinuz-{series}]"]
+            run_subject(binary, one)  # makes the snapshot
+            boot = median(boots(run_subject(binary, one, {"VMTEST_SNAPSHOT": "0"})[1])[0]
+                          for _ in range(reps))
+            restore = median(boots(run_subject(binary, one)[1], "restored")[0]
+                             for _ in range(reps))
             floors = {"bzImage": median(floor_seconds(image, initramfs, accel)
                                         for _ in range(reps))}
             booted = extracted_vmlinux(image)
@@ -216,26 +309,26 @@ def main():
             for kind, floor in floors.items():
                 print(f"{series:>5}  floor, {kind} to first process {floor:8.2f} s")
             floor = floors["vmlinux" if booted else "bzImage"]
-            print(f"{series:>5}  boot to ready server ({'vmlinux' if booted else 'bzImage'})"
-                  f" {boot:8.2f} s   {boot / floor:4.2f}x its floor,"
-                  f" {boot / floors['bzImage']:4.2f}x the bzImage floor")
+            kind = "vmlinux" if booted else "bzImage"
+            for what, seconds in [("boot", boot), ("restore", restore)]:
+                print(f"{series:>5}  {what:<7} to ready server ({kind}) {seconds:8.2f} s"
+                      f"   {seconds / floor:4.2f}x its floor,"
+                      f" {seconds / floors['bzImage']:4.2f}x the bzImage floor")
 
     for series in SERIES:
         costs = []
         for _ in range(reps):
             _, stderr = run_subject(binary, [f"[vmlinuz-{series}]", "--test-threads=1"])
             costs.append(median(per_test(stderr)[1:]))  # the first exec reads the binary cold
-        print(f"{series:>5}  per empty test in a booted VM     {median(costs) * 1000:6.1f} ms")
+        print(f"{series:>5}  per empty test, 500 in a ready VM {median(costs) * 1000:6.1f} ms")
 
-    walls, sums, longest = [], [], []
+    walls = []
     for _ in range(reps):
-        wall, stderr = run_subject(binary, [])
-        both = boots(stderr)
+        wall, _ = run_subject(binary, [])
         walls.append(wall)
-        sums.append(sum(both))
-        longest.append(max(both))
-    print(f"  all  100 tests x 2 kernels, wall    {median(walls):6.2f} s"
-          f"   (boots: {median(sums):.2f} s in sum, {median(longest):.2f} s the longest)")
+    print(f"  all  500 tests x 2 kernels, wall    {median(walls):6.2f} s")
+
+    nextest_bench(reps)
 
     for series in SERIES:
         rss = median(idle_rss(binary, series) for _ in range(reps))

@@ -8,6 +8,7 @@ mod elf;
 mod initramfs;
 pub(crate) mod modules;
 pub(crate) mod params;
+mod prepared;
 #[cfg(test)]
 pub(crate) mod test_kernels;
 mod vmlinux;
@@ -71,7 +72,15 @@ pub(crate) fn prepare(
         return Err(PrepareError::Missing(image.clone()));
     }
     let version = bzimage::kernel_version(image)?;
-    let needed = match modules::locate(image, &version, shape.modules.as_deref())? {
+    let modules_dir = modules::locate(image, &version, shape.modules.as_deref())?;
+    let key = prepared::key(image, modules_dir.as_deref(), as_is);
+    if let Some(media) = key
+        .as_deref()
+        .and_then(|key| prepared::find(cache_dir, key))
+    {
+        return Ok(media);
+    }
+    let needed = match modules_dir {
         Some(dir) => modules::resolve(&ModuleIndex::load(&dir, &version)?, GUEST_MODULES)?,
         // Nothing to load: the kernel must have 9p and virtio built in, and
         // if it has not, the init says so.
@@ -82,10 +91,14 @@ pub(crate) fn prepare(
         true => None,
         false => vmlinux::uncompressed_kernel(image, cache_dir)?,
     };
-    Ok(BootMedia {
+    let media = BootMedia {
         kernel: kernel.unwrap_or_else(|| image.clone()),
         initramfs,
-    })
+    };
+    if let Some(key) = key {
+        prepared::remember(cache_dir, &key, &media);
+    }
+    Ok(media)
 }
 
 /// The guest kernel's command line: ours first, the job's `extra` last so

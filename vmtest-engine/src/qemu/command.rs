@@ -317,7 +317,7 @@ mod tests {
         assert_eq!(
             after(&args, "-chardev"),
             [
-                "file,id=console,path=/run/vm/console.log",
+                "file,id=console,path=/run/vm/console.log,append=on",
                 "socket,id=port0,path=/run/vm/control.sock,server=on,wait=off",
                 "socket,id=monitor,path=/run/vm/qmp.sock,server=on,wait=off",
             ]
