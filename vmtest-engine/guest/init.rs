@@ -17,11 +17,13 @@
 //!   with the kernel's on the console; the host passes `printk.devkmsg=on`,
 //!   otherwise the kernel rate-limits (drops) them.
 //!
-//! The boot: mount `/dev`, `/proc`, `/sys`; load the modules; say "ready" on
-//! the control port and read the host's boot parameters (the guest can be
-//! saved and restored at this point: nothing of a particular run is in it
-//! yet); mount the host root; mount tmpfs, bpffs, tracefs, debugfs, cgroup2
-//! inside it and move `/dev`, `/proc`, `/sys` over; bind the host paths under
+//! The boot: mount `/dev`, `/proc`, `/sys` and the kernel's file systems
+//! under them (bpffs, tracefs, debugfs, cgroup2, devpts, `/dev/shm`); load
+//! the modules; say "ready" on the control port and read the host's boot
+//! parameters (the guest can be saved and restored at this point: nothing of
+//! a particular run is in it yet); set the clock and reseed the random pool
+//! from them; mount the host root; mount tmpfs inside it and move `/dev`,
+//! `/proc`, `/sys` over; bind the host paths under
 //! `/tmp` the run needs into the guest's private `/tmp`; mount the shared
 //! directories; switch root; bring up `lo`; start the test server with the
 //! control port as descriptor 3; reap children until the server exits;
@@ -193,7 +195,7 @@ fn main() {
 
 /// The boot checklist, one call per step.
 fn boot() -> Result<()> {
-    step("mount /dev, /proc, /sys; read the command line", mount_early)?;
+    step("mount the kernel's file systems; read the command line", mount_early)?;
     step("load modules", load_modules)?;
     let params = step("handshake on the control port", handshake)?;
     // Best effort: an old kernel (before 4.17) cannot reseed at once, and a
@@ -205,7 +207,6 @@ fn boot() -> Result<()> {
     step("mount /run", || mount_all(RUN_MOUNTS))?;
     step("bind host paths under /tmp", || bind_host_tmp(&params.tmp_binds))?;
     step("mount inside the new root", || mount_all(NEWROOT_MOUNTS))?;
-    step("mount cgroup2", mount_cgroup2)?;
     for share in &params.shares {
         step("mount a shared directory", || mount_share(share))?;
     }
@@ -330,12 +331,19 @@ const PSEUDO: c_ulong = MS_NOSUID | MS_NODEV | MS_NOEXEC;
 const TMP: c_ulong = MS_NOSUID | MS_NODEV;
 const PTS: c_ulong = MS_NOSUID | MS_NOEXEC;
 
-/// In the initramfs, first of all.
+/// In the initramfs, first of all; everything but the host's files, so that
+/// a guest restored from a snapshot has it already. The file systems under
+/// `/dev` and `/sys` move with them into the new root.
 #[rustfmt::skip]
 const EARLY_MOUNTS: &[Mount] = &[
-    Mount("/dev",  "devtmpfs", "devtmpfs", MS_NOSUID, "mode=0755", Required),
-    Mount("/proc", "proc",     "proc",     PSEUDO,    "",          Required),
-    Mount("/sys",  "sysfs",    "sysfs",    PSEUDO,    "",          Required),
+    Mount("/dev",                "devtmpfs", "devtmpfs", MS_NOSUID, "mode=0755", Required),
+    Mount("/proc",               "proc",     "proc",     PSEUDO,    "",          Required),
+    Mount("/sys",                "sysfs",    "sysfs",    PSEUDO,    "",          Required),
+    Mount("/sys/fs/bpf",         "bpf",      "bpf",      PSEUDO,    "mode=0700", BestEffort),
+    Mount("/sys/kernel/tracing", "tracefs",  "tracefs",  PSEUDO,    "",          BestEffort),
+    Mount("/sys/kernel/debug",   "debugfs",  "debugfs",  PSEUDO,    "",          BestEffort),
+    Mount("/dev/pts",            "devpts",   "devpts",   PTS,       "mode=0620,ptmxmode=0666", BestEffort),
+    Mount("/dev/shm",            "tmpfs",    "tmpfs",    TMP,       "mode=1777", BestEffort),
 ];
 
 /// Inside the host root, which is read-only: writable places are tmpfs.
@@ -353,11 +361,6 @@ const NEWROOT_MOUNTS: &[Mount] = &[
     Mount("/newroot/dev",                "/dev",    "",        MS_MOVE, "",          Required),
     Mount("/newroot/proc",               "/proc",   "",        MS_MOVE, "",          Required),
     Mount("/newroot/sys",                "/sys",    "",        MS_MOVE, "",          Required),
-    Mount("/newroot/sys/fs/bpf",         "bpf",     "bpf",     PSEUDO,  "mode=0700", BestEffort),
-    Mount("/newroot/sys/kernel/tracing", "tracefs", "tracefs", PSEUDO,  "",          BestEffort),
-    Mount("/newroot/sys/kernel/debug",   "debugfs", "debugfs", PSEUDO,  "",          BestEffort),
-    Mount("/newroot/dev/pts",            "devpts",  "devpts",  PTS,     "mode=0620,ptmxmode=0666", BestEffort),
-    Mount("/newroot/dev/shm",            "tmpfs",   "tmpfs",   TMP,     "mode=1777", BestEffort),
 ];
 
 /// The pseudo file systems, then the command line (needs `/proc`).
@@ -373,6 +376,7 @@ fn mount_early() -> Result<()> {
         .split_whitespace()
         .any(|arg| arg == debug_on);
     DEBUG.store(debug, Ordering::Relaxed);
+    mount_cgroup2();
     Ok(())
 }
 
@@ -467,15 +471,14 @@ fn bind_host_tmp(binds: &[PathBuf]) -> Result<()> {
 /// without it each move waits for an RCU grace period, about 11 ms of every
 /// test under emulation. Older kernels refuse the option: mount without it.
 /// Best effort: a kernel without cgroups still runs tests.
-fn mount_cgroup2() -> Result<()> {
-    let target = Path::new("/newroot/sys/fs/cgroup");
+fn mount_cgroup2() {
+    let target = Path::new("/sys/fs/cgroup");
     let result = fs::create_dir_all(target)
         .and_then(|()| mount("cgroup2", target, "cgroup2", PSEUDO, "favordynmods"))
         .or_else(|_| mount("cgroup2", target, "cgroup2", PSEUDO, ""));
     if let Err(err) = result {
         warn!("mount cgroup2 on {}: {err} (going on without it)", target.display());
     }
-    Ok(())
 }
 
 /// A host directory shared over 9p, where the host asked.

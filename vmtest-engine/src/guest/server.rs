@@ -323,12 +323,16 @@ impl Server {
         self.forward_kernel_log()?;
         let verdict =
             verdict_bytes.and_then(|bytes| serde_json::from_slice::<Verdict>(&bytes).ok());
-        self.jobs.retain(|job| job.id != id);
-        self.send(&Reply::Done {
+        let position = self.jobs.iter().position(|job| job.id == id);
+        let job = position.map(|position| self.jobs.swap_remove(position));
+        let sent = self.send(&Reply::Done {
             id,
             status,
             verdict,
-        })
+        });
+        // Its cgroup is removed once the host knows, off the test's time.
+        drop(job);
+        sent
     }
 
     fn forward_kernel_log(&mut self) -> io::Result<()> {
