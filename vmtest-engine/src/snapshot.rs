@@ -12,14 +12,15 @@
 //! of the kernel, the initramfs and QEMU's binary. It is written under a
 //! temporary name and renamed, so two processes saving the same snapshot at
 //! once, or a run cut short, never leave a partial one; the directory is
-//! kept under [`MAX_BYTES`], the least recently used going first.
+//! kept under [`MAX_BYTES`], the least recently used going first, and a
+//! snapshot unused for [`MAX_IDLE`] (one of an older kernel or vmtest) goes.
 
 use std::ffi::OsString;
 use std::fs;
 use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use sha2::{Digest, Sha256};
 
@@ -29,6 +30,8 @@ use crate::qemu::WireError;
 
 /// How much disk the snapshots may take together.
 pub(crate) const MAX_BYTES: u64 = 2 << 30;
+/// How long a snapshot may go unused before it is removed.
+const MAX_IDLE: Duration = Duration::from_secs(14 * 24 * 60 * 60);
 const STATE: &str = "vmstate";
 const CONSOLE: &str = "console";
 const TEMP_PREFIX: &str = ".vmtest-snapshot-";
@@ -119,7 +122,7 @@ impl Snapshots {
         });
         let _ = fs::remove_file(&temp);
         kept?;
-        self.trim(MAX_BYTES);
+        self.trim(MAX_BYTES, SystemTime::now() - MAX_IDLE);
         Ok(())
     }
 
@@ -129,9 +132,10 @@ impl Snapshots {
         let _ = fs::remove_file(&snapshot.console);
     }
 
-    /// Removes the least recently used snapshots until the rest take at
-    /// most `max_bytes` (the newest is kept whatever its size).
-    fn trim(&self, max_bytes: u64) {
+    /// Removes the snapshots last used before `unused_since`, then the least
+    /// recently used until the rest take at most `max_bytes` (the newest is
+    /// kept whatever its size and age).
+    fn trim(&self, max_bytes: u64, unused_since: SystemTime) {
         let Ok(entries) = fs::read_dir(&self.dir) else {
             return;
         };
@@ -146,8 +150,8 @@ impl Snapshots {
             .collect();
         states.sort();
         let mut total: u64 = states.iter().map(|(_, len, _)| len).sum();
-        for (_, len, state) in states.iter().rev().skip(1).rev() {
-            if total <= max_bytes {
+        for (used, len, state) in states.iter().rev().skip(1).rev() {
+            if total <= max_bytes && *used >= unused_since {
                 break;
             }
             Snapshots::discard(&Snapshot {
@@ -221,7 +225,7 @@ mod tests {
     }
 
     #[test]
-    fn the_least_recently_used_go_first_and_the_newest_stays() {
+    fn the_least_recently_used_and_long_unused_go_and_the_newest_stays() {
         let cache = tempfile::tempdir().unwrap();
         let snapshots = Snapshots::open(cache.path()).unwrap();
         let old = SystemTime::now() - std::time::Duration::from_secs(60);
@@ -247,12 +251,17 @@ mod tests {
             a.load_command().unwrap(),
             format!("cat '{}'", a.state.display())
         );
-        snapshots.trim(200);
+        snapshots.trim(200, old);
         assert!(matches!(snapshots.plan("b"), Plan::Save(_)), "b was oldest");
         assert!(!cache.path().join("snapshots/b.console").exists());
         assert!(matches!(snapshots.plan("a"), Plan::Restore(_)));
         assert!(matches!(snapshots.plan("c"), Plan::Restore(_)));
-        snapshots.trim(0);
+        snapshots.trim(u64::MAX, old + std::time::Duration::from_secs(3));
+        assert!(
+            matches!(snapshots.plan("c"), Plan::Save(_)),
+            "c was unused for too long"
+        );
+        snapshots.trim(0, SystemTime::now());
         assert!(
             matches!(snapshots.plan("a"), Plan::Restore(_)),
             "the newest stays"

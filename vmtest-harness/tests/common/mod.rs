@@ -100,9 +100,10 @@ pub fn build_fixture(target: &Path, rustflags: Option<&str>) -> PathBuf {
         // Instrumented flags also instrument the build scripts and proc
         // macros, which write their profiles into the working directory
         // (the source tree) unless told otherwise.
-        Some(flags) => command
-            .env("RUSTFLAGS", flags)
-            .env("LLVM_PROFILE_FILE", target.join("build-profiles/%m_%p.profraw")),
+        Some(flags) => command.env("RUSTFLAGS", flags).env(
+            "LLVM_PROFILE_FILE",
+            target.join("build-profiles/%m_%p.profraw"),
+        ),
         None => command.env_remove("RUSTFLAGS"),
     };
     let output = command.output().expect("cargo runs");
