@@ -54,9 +54,10 @@ const INPUT_POLL: Duration = Duration::from_millis(100);
 const TICK: Duration = Duration::from_millis(100);
 /// Bytes of the host's entropy each guest's random pool gets.
 const SEED_BYTES: usize = 32;
-/// How long a restored guest may take to have its test server ready: far
-/// longer than it needs, and far shorter than a boot's timeout, so that a
-/// snapshot gone bad costs little before the VM is booted instead.
+/// How long a restored guest may take to have its test server ready (or
+/// the boot timeout, if shorter): far longer than it needs, and far shorter
+/// than a boot's timeout, so that a snapshot gone bad costs little before
+/// the VM is booted instead.
 const RESTORE_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long saving a snapshot may take.
 const SAVE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -294,20 +295,19 @@ impl Vm {
         let mut monitor = Monitor::connect(&paths.monitor).ok();
         let started_up = match (restore, monitor.as_mut()) {
             (Some(snapshot), monitor) => {
+                let timeout = RESTORE_TIMEOUT.min(spec.settings.boot_timeout);
                 let restored =
                     monitor
                         .ok_or(BootError::RestoreWithoutMonitor)
                         .and_then(|monitor| {
-                            restore_into(monitor, snapshot, started + RESTORE_TIMEOUT).map_err(
-                                |source| BootError::Restore {
+                            restore_into(monitor, snapshot, started + timeout).map_err(|source| {
+                                BootError::Restore {
                                     source,
                                     last_words: shared.last_words(),
-                                },
-                            )
+                                }
+                            })
                         });
-                restored.and_then(|()| {
-                    shared.start(spec.params, started + RESTORE_TIMEOUT, RESTORE_TIMEOUT)
-                })
+                restored.and_then(|()| shared.start(spec.params, started + timeout, timeout))
             }
             (None, monitor) => {
                 shared.handshake(spec.params, deadline, spec.settings.boot_timeout, || {
