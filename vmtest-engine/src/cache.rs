@@ -7,14 +7,36 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter};
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::cleanup::{self, Resource};
+use crate::contract::boot::hex;
 
 /// Starts every temporary file's name (after a dot).
 const TEMP_PREFIX: &str = ".vmtest-tmp-";
 const TEMP_SUFFIX: &str = ".tmp";
+
+/// Bytes of a digest that name a cache entry made from what it digests.
+const NAME_BYTES: usize = 16;
+
+/// The name of the entry that `digest` stands for.
+pub(crate) fn entry_name(digest: &[u8]) -> String {
+    hex(&digest[..digest.len().min(NAME_BYTES)])
+}
+
+/// What tells one version of a file from another without reading it:
+/// device, inode, size and modification time.
+pub(crate) fn file_identity(metadata: &fs::Metadata) -> String {
+    format!(
+        "{}:{}:{}:{}:{}",
+        metadata.dev(),
+        metadata.ino(),
+        metadata.len(),
+        metadata.mtime(),
+        metadata.mtime_nsec()
+    )
+}
 
 /// A cache file could not be written.
 #[derive(Debug, thiserror::Error)]

@@ -18,12 +18,12 @@
 use std::ffi::OsString;
 use std::fs;
 use std::io;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
 use sha2::{Digest, Sha256};
 
+use crate::cache;
 use crate::cleanup::{self, Resource};
 use crate::qemu::monitor::Monitor;
 use crate::qemu::WireError;
@@ -183,22 +183,13 @@ pub(crate) fn key(args: &[OsString], files: &[&Path]) -> String {
         digest.update([0]);
     }
     for file in files {
-        let identity = fs::metadata(file).map_or((0, 0, 0, 0, 0), |metadata| {
-            (
-                metadata.dev(),
-                metadata.ino(),
-                metadata.len(),
-                metadata.mtime(),
-                metadata.mtime_nsec(),
-            )
-        });
-        digest.update(format!("{}:{identity:?}\0", file.display()));
+        let identity = fs::metadata(file).map_or_else(
+            |_| "missing".into(),
+            |metadata| cache::file_identity(&metadata),
+        );
+        digest.update(format!("{}:{identity}\0", file.display()));
     }
-    let hash = digest.finalize();
-    hash.iter()
-        .take(16)
-        .map(|byte| format!("{byte:02x}"))
-        .collect()
+    cache::entry_name(&digest.finalize())
 }
 
 /// `path` in single quotes for `/bin/sh`; `None` if it is not UTF-8.

@@ -8,7 +8,6 @@
 use std::fs;
 use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
@@ -28,26 +27,9 @@ pub(super) fn key(image: &Path, modules: Option<&Path>, as_is: bool) -> Option<S
         let path = fs::canonicalize(path).ok()?;
         let metadata = fs::metadata(&path).ok()?;
         digest.update(path.as_os_str().as_bytes());
-        digest.update(
-            format!(
-                "\0{}:{}:{}:{}:{}\0",
-                metadata.dev(),
-                metadata.ino(),
-                metadata.len(),
-                metadata.mtime(),
-                metadata.mtime_nsec()
-            )
-            .as_bytes(),
-        );
+        digest.update(format!("\0{}\0", cache::file_identity(&metadata)));
     }
-    Some(
-        digest
-            .finalize()
-            .iter()
-            .take(16)
-            .map(|byte| format!("{byte:02x}"))
-            .collect(),
-    )
+    Some(cache::entry_name(&digest.finalize()))
 }
 
 /// The media a record names, if they are all still there.

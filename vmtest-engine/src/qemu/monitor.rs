@@ -92,6 +92,7 @@ impl Monitor {
         command: &'static str,
         deadline: Instant,
     ) -> Result<(), WireError> {
+        let started = Instant::now();
         loop {
             let info = self.channel.execute(&qmp::query_migrate {}, TIMEOUT)?;
             match info.status {
@@ -108,7 +109,7 @@ impl Monitor {
                 _ if Instant::now() >= deadline => {
                     return Err(WireError::Timeout {
                         peer: PEER,
-                        waited: TIMEOUT,
+                        waited: started.elapsed(),
                     })
                 }
                 _ => std::thread::sleep(MIGRATION_POLL),

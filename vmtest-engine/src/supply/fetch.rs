@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 
 use crate::cache::{self, CacheError};
+use crate::contract::boot::hex;
 use crate::events::Event;
 
 /// How often progress is reported.
@@ -129,9 +130,4 @@ pub(super) fn fetch(
         (Ok(path), None) => Ok((path, digest)),
         (Err(error), None) => Err(error.into()),
     }
-}
-
-/// Lowercase hex.
-pub(super) fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }

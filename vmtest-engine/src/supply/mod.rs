@@ -27,11 +27,12 @@ use sha2::{Digest, Sha256};
 
 use crate::cache::{self, CacheError};
 use crate::cleanup::{self, Resource};
+use crate::contract::boot::hex;
 use crate::events::Event;
 use crate::settings::SettingsError;
 
 use self::deb::DebError;
-use self::fetch::{hex, FetchError};
+use self::fetch::FetchError;
 
 /// How long a server may take to answer, by default.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
