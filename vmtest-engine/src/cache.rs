@@ -74,7 +74,7 @@ pub(crate) fn store_as(
         move |source| CacheError { path, source }
     };
     fs::create_dir_all(dir).map_err(error(dir))?;
-    let temp = dir.join(cleanup::owned_name(TEMP_PREFIX, TEMP_SUFFIX));
+    let temp = dir.join(temp_name());
     let _registration = cleanup::register(Resource::Path(temp.clone()));
     let mut target = dir.to_path_buf();
     let written = (|| {
@@ -98,6 +98,12 @@ pub(crate) fn store_as(
         return Err(error(&target)(source));
     }
     Ok(target)
+}
+
+/// A name of this process for a file or directory made whole before it is
+/// renamed into the cache; [`remove_stale`] removes it after a SIGKILL.
+pub(crate) fn temp_name() -> String {
+    cleanup::owned_name(TEMP_PREFIX, TEMP_SUFFIX)
 }
 
 /// Removes temporary files that writers killed with SIGKILL left in `dir`.

@@ -80,5 +80,7 @@ pub use qemu::process::SpawnError;
 pub use settings::{Settings, SettingsError};
 pub use shape::{Mount, VmShape, DEFAULT_CPUS, DEFAULT_MEMORY_MIB};
 pub use splat::Splat;
-pub use supply::{deb::DebError, fetch::FetchError, is_url, Supply, SupplyError};
+pub use supply::{
+    deb::DebError, fetch::FetchError, is_url, url_file_name, user_cache_dir, Supply, SupplyError,
+};
 pub use vm::{BootError, DeathCause, Details, VmDeath};

@@ -109,7 +109,7 @@ impl Settings {
     }
 }
 
-fn invalid(var: &'static str, value: &str, expected: &'static str) -> SettingsError {
+pub(crate) fn invalid(var: &'static str, value: &str, expected: &'static str) -> SettingsError {
     SettingsError::Invalid {
         var,
         value: value.to_string(),
@@ -137,7 +137,7 @@ fn flag_or(
 }
 
 /// A positive, finite number of seconds, at most [`MAX_BOOT_TIMEOUT`].
-fn seconds(value: &str) -> Option<Duration> {
+pub(crate) fn seconds(value: &str) -> Option<Duration> {
     let seconds: f64 = value.trim().parse().ok()?;
     Duration::try_from_secs_f64(seconds)
         .ok()

@@ -23,8 +23,9 @@ fn kernels() -> PathBuf {
     dir
 }
 
-/// A server with the kernel files, and a fresh cache.
-fn setup() -> (http::Server, tempfile::TempDir) {
+/// A server with the kernel files (the built-in kernel under two names),
+/// the directory it serves, and a fresh cache.
+fn setup() -> (http::Server, tempfile::TempDir, tempfile::TempDir) {
     let files = tempfile::tempdir().unwrap();
     let kernels = kernels();
     for series in ["6.1", "6.12"] {
@@ -32,13 +33,12 @@ fn setup() -> (http::Server, tempfile::TempDir) {
         std::os::unix::fs::symlink(kernels.join("debs").join(&name), files.path().join(&name))
             .unwrap();
     }
-    std::os::unix::fs::symlink(
-        kernels.join("builtin-6.1/bzImage"),
-        files.path().join("bzImage"),
-    )
-    .unwrap();
-    let server = http::Server::start(files.keep());
-    (server, tempfile::tempdir().unwrap())
+    for name in ["bzImage", "vmlinuz-builtin"] {
+        std::os::unix::fs::symlink(kernels.join("builtin-6.1/bzImage"), files.path().join(name))
+            .unwrap();
+    }
+    let server = http::Server::start(files.path().to_path_buf());
+    (server, files, tempfile::tempdir().unwrap())
 }
 
 fn supply(cache: &Path) -> Supply {
@@ -67,8 +67,19 @@ fn debris(cache: &Path) -> Vec<String> {
 
 #[test]
 fn a_package_is_unpacked_with_its_modules_and_reused_offline() {
-    let (server, cache) = setup();
+    let (server, _files, cache) = setup();
     let url = format!("{}/files/linux-image-6.12.deb", server.base);
+    // What runs killed with SIGKILL left (pid 999999999 is no process).
+    for (dir, is_dir) in [("blobs", false), ("unpacked", true)] {
+        let path = cache.path().join(dir).join(".vmtest-tmp-999999999-1.tmp");
+        match is_dir {
+            true => std::fs::create_dir_all(path.join("boot")).unwrap(),
+            false => {
+                std::fs::create_dir_all(cache.path().join(dir)).unwrap();
+                std::fs::write(path, "half a download").unwrap();
+            }
+        }
+    }
     let started = Instant::now();
     let kernel = supply(cache.path()).kernel(&url, &quiet).unwrap();
     let cold = started.elapsed();
@@ -105,7 +116,7 @@ fn a_package_is_unpacked_with_its_modules_and_reused_offline() {
 
 #[test]
 fn a_bare_image_is_used_as_it_is_and_checked_when_asked() {
-    let (server, cache) = setup();
+    let (server, _files, cache) = setup();
     let bytes = std::fs::read(kernels().join("builtin-6.1/bzImage")).unwrap();
     let digest: String = {
         use sha2::Digest;
@@ -117,6 +128,11 @@ fn a_bare_image_is_used_as_it_is_and_checked_when_asked() {
     let url = format!("{}/files/bzImage#sha256={digest}", server.base);
     let kernel = supply(cache.path()).kernel(&url, &quiet).unwrap();
     assert_eq!(kernel.file_name().unwrap(), "bzImage");
+    assert_eq!(std::fs::read(&kernel).unwrap(), bytes);
+    // The same bytes under another name are there under that name.
+    let renamed = format!("{}/files/vmlinuz-builtin", server.base);
+    let kernel = supply(cache.path()).kernel(&renamed, &quiet).unwrap();
+    assert_eq!(kernel.file_name().unwrap(), "vmlinuz-builtin");
     assert_eq!(std::fs::read(&kernel).unwrap(), bytes);
 
     let wrong = format!("{}/files/bzImage#sha256={}", server.base, "0".repeat(64));
@@ -144,7 +160,7 @@ fn a_bare_image_is_used_as_it_is_and_checked_when_asked() {
 
 #[test]
 fn broken_downloads_are_errors_that_leave_nothing() {
-    let (server, cache) = setup();
+    let (server, _files, cache) = setup();
     let cut = supply(cache.path())
         .kernel(&format!("{}/cut/linux-image-6.1.deb", server.base), &quiet)
         .unwrap_err();
@@ -200,7 +216,7 @@ fn broken_downloads_are_errors_that_leave_nothing() {
 
 #[test]
 fn runs_fetching_at_once_agree() {
-    let (server, cache) = setup();
+    let (server, _files, cache) = setup();
     let url = format!("{}/files/linux-image-6.1.deb", server.base);
     let kernels: Vec<PathBuf> = std::thread::scope(|scope| {
         let fetches: Vec<_> = (0..3)

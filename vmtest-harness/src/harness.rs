@@ -2,7 +2,8 @@
 //! libtest trials, VMs boot ahead for the selected ones, and every VM is shut
 //! down before the process exits with libtest's code.
 
-use std::collections::BTreeSet;
+use std::cell::RefCell;
+use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -110,7 +111,7 @@ fn run(args: &Arguments, planned: Vec<PlannedTest>) -> Conclusion {
             })
             .with_ignored_flag(is_ignored);
             if let Ok(shape) = shape {
-                if !args.is_ignored(&trial) {
+                if !args.is_filtered_out(&trial) && !args.is_ignored(&trial) {
                     ahead.insert(shape);
                 }
             }
@@ -128,11 +129,19 @@ fn run(args: &Arguments, planned: Vec<PlannedTest>) -> Conclusion {
 fn resolve(planned: Vec<PlannedTest>, reporter: &Arc<LibtestReporter>) -> Vec<Resolved> {
     let env = |var: &str| std::env::var(var).ok();
     let supply = Supply::from_env().map_err(Arc::new);
+    // Once per URL, failures too: many tests may name one kernel.
+    let fetched: RefCell<HashMap<String, Result<PathBuf, Arc<SupplyError>>>> = RefCell::default();
     let fetch = |url: &str| -> Result<PathBuf, Arc<SupplyError>> {
-        let supply = supply.as_ref().map_err(Arc::clone)?;
-        supply
-            .kernel(url, &|event| reporter.report(event))
-            .map_err(Arc::new)
+        if let Some(known) = fetched.borrow().get(url) {
+            return known.clone();
+        }
+        let result = supply.as_ref().map_err(Arc::clone).and_then(|supply| {
+            supply
+                .kernel(url, &|event| reporter.report(event))
+                .map_err(Arc::new)
+        });
+        fetched.borrow_mut().insert(url.to_string(), result.clone());
+        result
     };
     planned
         .into_iter()

@@ -3,6 +3,8 @@
 
 use std::path::Path;
 
+use vmtest_engine::{is_url, url_file_name};
+
 use crate::registry::VmTest;
 use crate::vars::expand;
 
@@ -92,7 +94,7 @@ fn expand_list(
         .filter(|entry| !entry.is_empty())
     {
         let dir = base.join(entry);
-        if !vmtest_engine::is_url(entry) && dir.is_dir() {
+        if !is_url(entry) && dir.is_dir() {
             let mut images: Vec<String> = std::fs::read_dir(&dir)
                 .map_err(|error| format!("cannot list kernels in {}: {error}", dir.display()))?
                 .flatten()
@@ -127,8 +129,10 @@ fn expand_list(
 fn kernel_labels(kernels: &[String], env: &impl Fn(&str) -> Option<String>) -> Vec<String> {
     let file_name = |kernel: &str| {
         let expanded = expand("kernel image", kernel, env).unwrap_or_else(|_| kernel.to_string());
-        let without_query = expanded.split(['?', '#']).next().unwrap_or(&expanded);
-        Path::new(without_query)
+        if is_url(&expanded) {
+            return url_file_name(&expanded);
+        }
+        Path::new(&expanded)
             .file_name()
             .map(|name| name.to_string_lossy().into_owned())
             .unwrap_or(expanded)

@@ -61,15 +61,10 @@ impl Reporter for LibtestReporter {
             Event::JobFinished { name, finished, .. } if self.verbose => {
                 eprintln!("vmtest: {name} ran in {:.2?} in its VM", finished.duration);
             }
-            Event::Downloading { url, received, total } if std::io::stderr().is_terminal() => {
-                let of = total.map_or(String::new(), |total| format!(" of {:.1} MB", mib(total)));
-                eprint!("\rvmtest: fetching {url}: {:.1} MB{of}\x1b[K", mib(*received));
-            }
-            Event::Downloaded { url, bytes, took } => {
-                if std::io::stderr().is_terminal() {
-                    eprint!("\r\x1b[K");
+            Event::Downloading { .. } | Event::Downloaded { .. } => {
+                if let Some(note) = event.download_note(std::io::stderr().is_terminal()) {
+                    eprint!("{note}");
                 }
-                eprintln!("vmtest: fetched {url} ({:.1} MB in {took:.1?})", mib(*bytes));
             }
             Event::Cancelled { vms, .. } => {
                 eprintln!("vmtest: interrupted; {vms} VM(s) stopped");
@@ -77,9 +72,4 @@ impl Reporter for LibtestReporter {
             _ => {}
         }
     }
-}
-
-/// Bytes in MB, for people.
-fn mib(bytes: u64) -> f64 {
-    bytes as f64 / (1 << 20) as f64
 }

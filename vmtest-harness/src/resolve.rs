@@ -133,9 +133,12 @@ mod tests {
 
     #[test]
     fn urls_are_fetched() {
-        let fetched = |url: &str| Ok(PathBuf::from(format!("/cache/{}", url.len())));
+        let fetched = |url: &str| {
+            assert_eq!(url, "https://h/vmlinuz");
+            Ok(PathBuf::from("/cache/vmlinuz"))
+        };
         let shape = shape_of(&planned(&["https://h/vmlinuz"], "/"), env, &fetched).unwrap();
-        assert_eq!(shape.kernel, PathBuf::from("/cache/17"));
+        assert_eq!(shape.kernel, PathBuf::from("/cache/vmlinuz"));
     }
 
     #[test]

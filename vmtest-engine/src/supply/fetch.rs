@@ -22,7 +22,12 @@ const PROGRESS_EVERY: Duration = Duration::from_millis(200);
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
     #[error("cannot fetch {url}: {message}")]
-    Http { url: String, message: String },
+    Http {
+        url: String,
+        message: String,
+        /// The server's status code, if it answered with an error.
+        status: Option<u16>,
+    },
     #[error("{url} was cut short: {received} of {expected} bytes arrived")]
     Truncated {
         url: String,
@@ -42,7 +47,13 @@ pub enum FetchError {
 impl FetchError {
     /// A 404: the file is not there (which a derived URL may well be).
     pub fn not_found(&self) -> bool {
-        matches!(self, FetchError::Http { message, .. } if message.contains("status code 404"))
+        matches!(
+            self,
+            FetchError::Http {
+                status: Some(404),
+                ..
+            }
+        )
     }
 }
 
@@ -57,15 +68,20 @@ pub(super) fn fetch(
     let http = |message: String| FetchError::Http {
         url: url.to_string(),
         message,
+        status: None,
     };
     let agent = ureq::AgentBuilder::new()
         .timeout_connect(timeout)
         .timeout_read(timeout)
         .build();
-    let response = agent
-        .get(url)
-        .call()
-        .map_err(|error| http(error.to_string()))?;
+    let response = agent.get(url).call().map_err(|error| FetchError::Http {
+        url: url.to_string(),
+        message: error.to_string(),
+        status: match error {
+            ureq::Error::Status(status, _) => Some(status),
+            ureq::Error::Transport(_) => None,
+        },
+    })?;
     let total: Option<u64> = response
         .header("Content-Length")
         .and_then(|length| length.parse().ok());

@@ -29,7 +29,7 @@ use crate::cache::{self, CacheError};
 use crate::cleanup::{self, Resource};
 use crate::contract::boot::hex;
 use crate::events::Event;
-use crate::settings::SettingsError;
+use crate::settings::{self, SettingsError};
 
 use self::deb::DebError;
 use self::fetch::FetchError;
@@ -64,6 +64,15 @@ pub struct Supply {
     timeout: Duration,
 }
 
+/// The user's cache directory, from `var` (the environment):
+/// `$XDG_CACHE_HOME`, else `$HOME/.cache`.
+pub fn user_cache_dir(var: impl Fn(&str) -> Option<String>) -> Option<PathBuf> {
+    let var = |name: &str| var(name).filter(|value| !value.is_empty());
+    var("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| var("HOME").map(|home| Path::new(&home).join(".cache")))
+}
+
 /// Whether `kernel` names a download rather than a file.
 pub fn is_url(kernel: &str) -> bool {
     kernel.starts_with("https://") || kernel.starts_with("http://")
@@ -73,24 +82,19 @@ impl Supply {
     /// The cache in `$XDG_CACHE_HOME/vmtest` (else `~/.cache/vmtest`), and
     /// `VMTEST_DOWNLOAD_TIMEOUT` (seconds a server may take to answer).
     pub fn from_env() -> Result<Supply, SupplyError> {
-        let var = |name: &str| std::env::var(name).ok().filter(|value| !value.is_empty());
-        let root = var("XDG_CACHE_HOME")
-            .map(PathBuf::from)
-            .or_else(|| var("HOME").map(|home| Path::new(&home).join(".cache")))
+        let var = |name: &str| std::env::var(name).ok();
+        let root = user_cache_dir(var)
             .ok_or(SupplyError::NoCacheDir)?
             .join("vmtest");
-        let timeout = match var("VMTEST_DOWNLOAD_TIMEOUT") {
+        let timeout = match var("VMTEST_DOWNLOAD_TIMEOUT").filter(|value| !value.is_empty()) {
             None => DEFAULT_TIMEOUT,
-            Some(value) => value
-                .parse::<f64>()
-                .ok()
-                .and_then(|seconds| Duration::try_from_secs_f64(seconds).ok())
-                .filter(|timeout| !timeout.is_zero())
-                .ok_or(SettingsError::Invalid {
-                    var: "VMTEST_DOWNLOAD_TIMEOUT",
-                    value,
-                    expected: "give a number of seconds greater than 0",
-                })?,
+            Some(value) => settings::seconds(&value).ok_or_else(|| {
+                settings::invalid(
+                    "VMTEST_DOWNLOAD_TIMEOUT",
+                    &value,
+                    "give a number of seconds greater than 0",
+                )
+            })?,
         };
         Ok(Supply { root, timeout })
     }
@@ -111,13 +115,19 @@ impl Supply {
             None => (url, None),
         };
         let (blob, digest) = self.blob(address, expected, report)?;
-        let name = file_name(address);
+        let name = url_file_name(address);
         let unpacked = self.root.join("unpacked").join(&digest);
-        if !unpacked.exists() {
-            self.unpack(address, &blob, &name, &unpacked, report)?;
-        }
         if !name.ends_with(".deb") {
-            return Ok(unpacked.join(name));
+            // Under the name of this URL, which another URL of the same
+            // bytes may not share.
+            let image = unpacked.join(&name);
+            if !image.is_file() {
+                place_image(&blob, &image)?;
+            }
+            return Ok(image);
+        }
+        if !unpacked.exists() {
+            self.unpack(address, &blob, &unpacked, report)?;
         }
         newest_image(&unpacked.join("boot")).ok_or_else(|| SupplyError::NoKernel {
             url: address.to_string(),
@@ -144,6 +154,7 @@ impl Supply {
                 return Ok((blob, digest));
             }
         }
+        self.remove_stale();
         let (blob, digest) = fetch::fetch(url, expected, &blobs, self.timeout, report)?;
         cache::store(&index, &key, |file| {
             std::io::Write::write_all(file, digest.as_bytes())
@@ -151,18 +162,24 @@ impl Supply {
         Ok((blob, digest))
     }
 
-    /// Makes `unpacked`: the package's tree (with its modules package, if
-    /// the distribution has one), or the bare image under its own name.
+    /// Removes what downloads and unpackings killed with SIGKILL left.
+    fn remove_stale(&self) {
+        for dir in ["blobs", "urls", "unpacked"] {
+            cache::remove_stale(&self.root.join(dir));
+        }
+    }
+
+    /// Makes `unpacked`: the package's tree, with its modules package if
+    /// the distribution has one.
     fn unpack(
         &self,
         url: &str,
         blob: &Path,
-        name: &str,
         unpacked: &Path,
         report: &dyn Fn(&Event),
     ) -> Result<(), SupplyError> {
         let parent = unpacked.parent().expect("under the cache's root");
-        let temp = parent.join(cleanup::owned_name(".vmtest-tmp-", ".tmp"));
+        let temp = parent.join(cache::temp_name());
         let _registration = cleanup::register(Resource::Path(temp.clone()));
         let io = |source| {
             SupplyError::Cache(CacheError {
@@ -172,11 +189,6 @@ impl Supply {
         };
         std::fs::create_dir_all(&temp).map_err(io)?;
         let made = (|| {
-            if !name.ends_with(".deb") {
-                return std::fs::hard_link(blob, temp.join(name))
-                    .or_else(|_| std::fs::copy(blob, temp.join(name)).map(drop))
-                    .map_err(io);
-            }
             deb::unpack(blob, &temp)?;
             if let Some(modules) = modules_package(url) {
                 match self.blob(&modules, None, report) {
@@ -199,8 +211,30 @@ impl Supply {
     }
 }
 
-/// The last part of a URL's path.
-fn file_name(url: &str) -> String {
+/// Puts the bare image `blob` at `image`: a hard link (made whole at once),
+/// else an atomic copy.
+fn place_image(blob: &Path, image: &Path) -> Result<(), SupplyError> {
+    let dir = image.parent().expect("under its digest's directory");
+    let name = image.file_name().expect("named after its URL");
+    std::fs::create_dir_all(dir).map_err(|source| CacheError {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    match std::fs::hard_link(blob, image) {
+        Ok(()) => Ok(()),
+        // Another run placed it first: theirs is the same.
+        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(_) => {
+            cache::store(dir, &name.to_string_lossy(), |file| {
+                std::io::copy(&mut std::fs::File::open(blob)?, file).map(drop)
+            })?;
+            Ok(())
+        }
+    }
+}
+
+/// The last part of a URL's path: the name of what it names.
+pub fn url_file_name(url: &str) -> String {
     let path = url.split(['?', '#']).next().unwrap_or(url);
     path.rsplit('/').next().unwrap_or("kernel").to_string()
 }
@@ -209,7 +243,7 @@ fn file_name(url: &str) -> String {
 /// image's: `linux-image-[unsigned-]VERSION_…` goes with
 /// `linux-modules-VERSION_…`.
 fn modules_package(url: &str) -> Option<String> {
-    let name = file_name(url);
+    let name = url_file_name(url);
     let rest = name
         .strip_prefix("linux-image-unsigned-")
         .or_else(|| name.strip_prefix("linux-image-"))?;
@@ -217,7 +251,7 @@ fn modules_package(url: &str) -> Option<String> {
     Some(format!("{directory}linux-modules-{rest}"))
 }
 
-/// The `vmlinuz-*` in `boot` with the highest version.
+/// The last `vmlinuz-*` in `boot` by name (a package holds one).
 fn newest_image(boot: &Path) -> Option<PathBuf> {
     let mut images: Vec<PathBuf> = std::fs::read_dir(boot)
         .ok()?
@@ -240,7 +274,7 @@ mod tests {
     #[test]
     fn names_and_module_packages_come_from_the_url() {
         assert_eq!(
-            file_name("https://h/a/linux-image-6.1.deb?x=1"),
+            url_file_name("https://h/a/linux-image-6.1.deb?x=1"),
             "linux-image-6.1.deb"
         );
         assert_eq!(
