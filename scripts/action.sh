@@ -46,6 +46,11 @@ install() {
     local missing=()
     command -v qemu-system-x86_64 >/dev/null || missing+=(qemu-system-x86)
     command -v qemu-ga >/dev/null || [[ -x /usr/sbin/qemu-ga ]] || missing+=(qemu-guest-agent)
+    # UEFI firmware is only recommended by QEMU's package, which recommends
+    # are not installed with.
+    if [[ $(input UEFI) == true ]]; then
+        [[ -e /usr/share/ovmf/OVMF.fd || -e /usr/share/OVMF/OVMF_CODE.fd ]] || missing+=(ovmf)
+    fi
     if [[ ${#missing[@]} -gt 0 ]]; then
         log "installing ${missing[*]}"
         as_root apt-get update -qq

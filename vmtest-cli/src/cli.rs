@@ -8,7 +8,7 @@ use regex::Regex;
 
 use crate::config::{self, Boot, Target, DEFAULT_CPUS, DEFAULT_MEMORY_MIB};
 use crate::kernel::default_kernel;
-use vmtest_engine::is_url;
+use vmtest_engine::{is_url, url_file_name};
 
 const AFTER_HELP: &str = "\
 With a COMMAND (or `-` for an interactive shell), runs it in a guest booted from
@@ -95,6 +95,11 @@ pub enum UsageError {
 impl Args {
     /// What the arguments ask for, checked.
     pub fn mode(&self, cwd: &Path) -> Result<Mode, UsageError> {
+        if self.uefi && self.image.is_none() {
+            return Err(UsageError::Other(
+                "--uefi boots an image: give one with -i".into(),
+            ));
+        }
         let one_liner = !self.command.is_empty() || self.kernel.is_some() || self.image.is_some();
         if !one_liner {
             let file = self
@@ -137,11 +142,6 @@ impl Args {
                 )));
             }
         }
-        if self.uefi && self.image.is_none() {
-            return Err(UsageError::Other(
-                "--uefi boots an image: give one with -i".into(),
-            ));
-        }
         let shell = self.command == ["-"];
         let (boot, note) = match &self.image {
             Some(_) if shell => {
@@ -159,22 +159,17 @@ impl Args {
             ),
             None => self.kernel_boot(cwd)?,
         };
-        let name = match &boot {
+        let path = match &boot {
             Boot::Kernel { kernel, .. } => kernel,
             Boot::Image { image, .. } => image,
-        }
-        .file_name()
-        .map_or_else(
-            || "vmtest".into(),
-            // For a URL, without its `#sha256=` digest.
-            |name| {
-                name.to_string_lossy()
-                    .split('#')
-                    .next()
-                    .unwrap_or_default()
-                    .to_string()
-            },
-        );
+        };
+        let name = match path.to_str().filter(|path| is_url(path)) {
+            Some(url) => url_file_name(url),
+            None => path.file_name().map_or_else(
+                || "vmtest".into(),
+                |name| name.to_string_lossy().into_owned(),
+            ),
+        };
         let target = Target {
             name,
             line: 0,

@@ -3,6 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
+use vmtest_engine::user_cache_dir;
+
 /// Where `scripts/setup.sh` records the directory it put kernels in:
 /// `$XDG_CACHE_HOME/vmtest/setup-kernels`, else `~/.cache/vmtest/...`.
 pub const SETUP_RECORD: &str = "vmtest/setup-kernels";
@@ -23,11 +25,7 @@ pub fn default_kernel(var: impl Fn(&str) -> Option<String>) -> Result<Chosen, St
             because: "VMTEST_KERNEL".into(),
         });
     }
-    let cache = var("XDG_CACHE_HOME")
-        .filter(|dir| !dir.is_empty())
-        .map(PathBuf::from)
-        .or_else(|| var("HOME").map(|home| Path::new(&home).join(".cache")));
-    if let Some(record) = cache.map(|cache| cache.join(SETUP_RECORD)) {
+    if let Some(record) = user_cache_dir(&var).map(|cache| cache.join(SETUP_RECORD)) {
         if let Some(kernel) = std::fs::read_to_string(&record)
             .ok()
             .and_then(|dir| newest_in(Path::new(dir.trim())))

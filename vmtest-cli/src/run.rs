@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::io::IsTerminal;
 
 use vmtest_engine::{
-    chain, is_url, Engine, Event, Finished, GuestServer, Outcome, SetupError, Supply,
+    chain, is_url, Engine, Event, Finished, GuestServer, Outcome, SetupError, Supply, SupplyError,
 };
 
 use crate::cli::{Args, Mode};
@@ -39,9 +39,9 @@ pub fn main(args: Args) -> i32 {
                 Mode::Config { targets, dir } => (targets, dir, None, false),
                 Mode::Shell { target, note } => (vec![target], cwd, note, true),
             };
-            if let Err(message) = fetch_kernels(&mut list) {
+            if let Err((code, message)) = fetch_kernels(&mut list) {
                 eprintln!("vmtest: {message}");
-                return exit_codes::UNAVAILABLE;
+                return code;
             }
             match shell {
                 true => shell::run(&list[0], &dir, note),
@@ -53,8 +53,10 @@ pub fn main(args: Args) -> i32 {
 
 /// Fetches the kernels named by URL (or finds them in the download cache),
 /// with progress on a terminal.
-fn fetch_kernels(targets: &mut [Target]) -> Result<(), String> {
-    let supply = Supply::from_env().map_err(|error| chain(&error))?;
+/// On failure, the exit code and the message.
+fn fetch_kernels(targets: &mut [Target]) -> Result<(), (i32, String)> {
+    // Made at the first URL: a run of paths needs no download cache.
+    let mut supply = None;
     let terminal = std::io::stderr().is_terminal();
     for target in targets {
         let Boot::Kernel { kernel, .. } = &mut target.boot else {
@@ -67,40 +69,33 @@ fn fetch_kernels(targets: &mut [Target]) -> Result<(), String> {
         else {
             continue;
         };
-        let report = |event: &Event| match event {
-            Event::Downloading {
-                received, total, ..
-            } if terminal => {
-                let of = total.map_or(String::new(), |total| format!(" of {}", megabytes(total)));
-                eprint!(
-                    "\rvmtest: fetching {url}: {}{of}\x1b[K",
-                    megabytes(*received)
-                );
+        let supply = match &mut supply {
+            Some(supply) => supply,
+            None => supply.insert(Supply::from_env().map_err(|error| {
+                let code = match error {
+                    SupplyError::Settings(_) => exit_codes::USAGE,
+                    _ => exit_codes::UNAVAILABLE,
+                };
+                (code, chain(&error))
+            })?),
+        };
+        let report = |event: &Event| {
+            if let Some(note) = event.download_note(terminal) {
+                eprint!("{note}");
             }
-            Event::Downloaded { bytes, took, .. } => {
-                if terminal {
-                    eprint!("\r\x1b[K");
-                }
-                eprintln!(
-                    "vmtest: fetched {url} ({} in {took:.1?})",
-                    megabytes(*bytes)
-                );
-            }
-            _ => {}
         };
         *kernel = supply.kernel(&url, &report).map_err(|error| {
-            format!(
-                "target {:?}: cannot fetch kernel {url}: {}",
-                target.name,
-                chain(&error)
+            (
+                exit_codes::UNAVAILABLE,
+                format!(
+                    "target {:?}: cannot fetch kernel {url}: {}",
+                    target.name,
+                    chain(&error)
+                ),
             )
         })?;
     }
     Ok(())
-}
-
-fn megabytes(bytes: u64) -> String {
-    format!("{:.1} MB", bytes as f64 / f64::from(1 << 20))
 }
 
 /// Starts the engine, with `reporter` hearing its events.

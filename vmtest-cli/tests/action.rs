@@ -150,13 +150,13 @@ impl StandIns {
         command.output().unwrap()
     }
 
-    /// What the stand-in recorded: its name, its arguments, then the
-    /// variables.
+    /// What the stand-in recorded: its name, its arguments (empty ones
+    /// too), then the variables.
     fn recorded(&self) -> Vec<String> {
         let bytes = std::fs::read(self.dir.path().join("record")).unwrap();
-        bytes
+        let fields = bytes.strip_suffix(&[0]).expect("fields end with NUL");
+        fields
             .split(|&byte| byte == 0)
-            .filter(|field| !field.is_empty())
             .map(|field| String::from_utf8(field.to_vec()).unwrap())
             .collect()
     }
@@ -175,6 +175,12 @@ impl StandIns {
     }
 }
 
+/// What the stand-ins record of a run that sets none of the kernel variables.
+const UNSET: [&str; 3] = [
+    "VMTEST_KERNEL=unset",
+    "VMTEST_KERNELS=unset",
+    "VMTEST_KERNEL_ARGS=unset",
+];
 const HOSTILE_KERNEL: &str = "k'; touch pwned; echo '\n::error::x $(touch pwned)";
 const HOSTILE_ARGS: &str = "console=ttyS0 $(touch pwned) `touch pwned` \"; touch pwned #";
 const HOSTILE_COMMAND: &str = "echo \"$HOME\" * ; exit 3 $(touch pwned)";
@@ -190,7 +196,7 @@ fn a_command_and_its_kernel_reach_vmtest_whole() {
     ]);
     assert!(output.status.success(), "{output:?}");
     assert_eq!(
-        stand_ins.recorded()[..7],
+        stand_ins.recorded(),
         [
             "vmtest",
             "-k",
@@ -198,7 +204,10 @@ fn a_command_and_its_kernel_reach_vmtest_whole() {
             "--kargs",
             HOSTILE_ARGS,
             "--",
-            HOSTILE_COMMAND
+            HOSTILE_COMMAND,
+            UNSET[0],
+            UNSET[1],
+            UNSET[2]
         ]
     );
     stand_ins.assert_untouched();
@@ -210,8 +219,18 @@ fn a_command_and_its_kernel_reach_vmtest_whole() {
     ]);
     assert!(output.status.success(), "{output:?}");
     assert_eq!(
-        stand_ins.recorded()[..6],
-        ["vmtest", "-i", "disk *.qcow2", "--uefi", "--", "true"]
+        stand_ins.recorded(),
+        [
+            "vmtest",
+            "-i",
+            "disk *.qcow2",
+            "--uefi",
+            "--",
+            "true",
+            UNSET[0],
+            UNSET[1],
+            UNSET[2]
+        ]
     );
 }
 
@@ -221,8 +240,17 @@ fn a_configuration_and_its_filter_reach_vmtest_whole() {
     let output = stand_ins.run(&[("CONFIG", "--help; touch pwned"), ("FILTER", "*")]);
     assert!(output.status.success(), "{output:?}");
     assert_eq!(
-        stand_ins.recorded()[..5],
-        ["vmtest", "-c", "--help; touch pwned", "-f", "*"]
+        stand_ins.recorded(),
+        [
+            "vmtest",
+            "-c",
+            "--help; touch pwned",
+            "-f",
+            "*",
+            UNSET[0],
+            UNSET[1],
+            UNSET[2]
+        ]
     );
     stand_ins.assert_untouched();
 }
@@ -267,13 +295,7 @@ fn cargo_test_gets_its_words_and_the_kernel_in_its_environment() {
     assert!(output.status.success(), "{output:?}");
     assert_eq!(
         stand_ins.recorded(),
-        [
-            "cargo",
-            "test",
-            "VMTEST_KERNEL=unset",
-            "VMTEST_KERNELS=unset",
-            "VMTEST_KERNEL_ARGS=unset"
-        ]
+        ["cargo", "test", UNSET[0], UNSET[1], UNSET[2]]
     );
 }
 

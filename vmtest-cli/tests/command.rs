@@ -9,11 +9,15 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-fn kernel(series: &str) -> PathBuf {
-    let kernels = std::env::var_os("VMTEST_KERNELS_DIR")
+/// Where `scripts/setup.sh` put the kernels.
+fn kernels_dir() -> PathBuf {
+    std::env::var_os("VMTEST_KERNELS_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../kernels"));
-    let image = kernels.join(format!("vmlinuz-{series}"));
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../kernels"))
+}
+
+fn kernel(series: &str) -> PathBuf {
+    let image = kernels_dir().join(format!("vmlinuz-{series}"));
     assert!(
         image.exists(),
         "{} is missing: run scripts/setup.sh",
@@ -115,14 +119,7 @@ fn a_one_liner_runs_in_the_guest_with_its_exit_code() {
 #[test]
 fn kernels_by_url_are_fetched_for_one_liners_and_configs() {
     let files = tempfile::tempdir().unwrap();
-    let debs = kernel("6.1")
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("debs");
+    let debs = kernels_dir().join("debs");
     std::os::unix::fs::symlink(
         debs.join("linux-image-6.1.deb"),
         files.path().join("linux-image-6.1.deb"),
@@ -132,7 +129,9 @@ fn kernels_by_url_are_fetched_for_one_liners_and_configs() {
     let url = format!("{}/files/linux-image-6.1.deb", server.base);
     let cache = tempfile::tempdir().unwrap();
     let xdg = [("XDG_CACHE_HOME", cache.path())];
-    let run = vmtest_with(Path::new("/"), &["-k", &url, "uname -r"], &xdg);
+    // Not in `/`, which the guest would get writable at /mnt/vmtest.
+    let here = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let run = vmtest_with(here.path(), &["-k", &url, "uname -r"], &xdg);
     assert_eq!(run.code(), Some(0), "{}", run.stderr);
     assert!(run.stdout.starts_with("6.1."), "{}", run.stdout);
     assert!(
@@ -164,8 +163,9 @@ fn kernels_by_url_are_fetched_for_one_liners_and_configs() {
 
 #[test]
 fn a_command_killed_by_a_signal_fails_as_shells_report_it() {
+    let here = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let run = vmtest(
-        Path::new("/"),
+        here.path(),
         &["-k", kernel("6.12").to_str().unwrap(), "kill -TERM $$"],
     );
     assert_eq!(run.code(), Some(128 + 15));
@@ -418,8 +418,9 @@ fn a_missing_kernel_or_one_that_panics_is_explained() {
         "{}",
         run.stderr
     );
+    let here = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let run = vmtest(
-        Path::new("/"),
+        here.path(),
         &[
             "-k",
             kernel("6.1").to_str().unwrap(),
