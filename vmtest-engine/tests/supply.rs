@@ -115,6 +115,46 @@ fn a_package_is_unpacked_with_its_modules_and_reused_offline() {
 }
 
 #[test]
+fn ubuntus_separate_modules_package_is_unpacked_into_the_same_tree() {
+    let (server, files, cache) = setup();
+    // Ubuntu's layout: the image package, and `linux-modules-*` beside it
+    // (made here with dpkg-deb, as Ubuntu builds it).
+    let release = "6.12.0-vmtest";
+    let tree = tempfile::tempdir().unwrap();
+    let module = tree
+        .path()
+        .join(format!("lib/modules/{release}/kernel/extra/marker.ko"));
+    std::fs::create_dir_all(module.parent().unwrap()).unwrap();
+    std::fs::write(&module, "not really a module").unwrap();
+    std::fs::create_dir(tree.path().join("DEBIAN")).unwrap();
+    std::fs::write(
+        tree.path().join("DEBIAN/control"),
+        "Package: linux-modules-test\nVersion: 1\nArchitecture: amd64\n\
+         Maintainer: vmtest\nDescription: a stand-in modules package\n",
+    )
+    .unwrap();
+    let status = std::process::Command::new("dpkg-deb")
+        .args(["--build", "--root-owner-group"])
+        .arg(tree.path())
+        .arg(files.path().join("linux-modules-6.12.deb"))
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("dpkg-deb runs");
+    assert!(status.success());
+    let url = format!("{}/files/linux-image-6.12.deb", server.base);
+    let kernel = supply(cache.path()).kernel(&url, &quiet).unwrap();
+    let root = kernel.parent().unwrap().parent().unwrap();
+    assert!(
+        root.join(format!("lib/modules/{release}/kernel/extra/marker.ko"))
+            .is_file(),
+        "the modules package is not in {}",
+        root.display()
+    );
+    assert!(kernel.is_file(), "{}", kernel.display());
+    assert!(debris(cache.path()).is_empty());
+}
+
+#[test]
 fn a_bare_image_is_used_as_it_is_and_checked_when_asked() {
     let (server, _files, cache) = setup();
     let bytes = std::fs::read(kernels().join("builtin-6.1/bzImage")).unwrap();
