@@ -41,7 +41,7 @@ QEMU = os.environ.get("VMTEST_QEMU", "qemu-system-x86_64")
 
 
 def build_subject():
-    """The 100-empty-tests crate's test binary."""
+    """The test binary of bench/trivial (500 empty tests per kernel)."""
     out = subprocess.run(
         ["cargo", "test", "--no-run", "--message-format=json",
          "--manifest-path", str(ROOT / "bench/trivial/Cargo.toml"),
@@ -66,31 +66,31 @@ def build_floor_initramfs(workdir):
     return archive
 
 
-def floor_seconds(image, initramfs, accel):
-    """QEMU start to exit for `image` straight to the power-off init."""
+def plain_qemu_seconds(image, accel, append, extra):
+    """QEMU start to exit, plain QEMU booting `image` (one vCPU, 512 MiB)."""
     started = time.monotonic()
     subprocess.run(
         [QEMU, "-nodefaults", "-no-user-config", "-nographic", "-display", "none", "-no-reboot",
          "-machine", "pc", "-accel", accel, "-cpu", "max", "-smp", "1", "-m", "512M",
-         "-kernel", str(image), "-initrd", str(initramfs),
-         "-append", "console=ttyS0 panic=-1 rdinit=/init", "-serial", "null"],
+         "-kernel", str(image), "-serial", "null", "-append", f"console=ttyS0 panic=-1 {append}",
+         *extra],
         check=True, timeout=120, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return time.monotonic() - started
+
+
+def floor_seconds(image, initramfs, accel):
+    """QEMU start to exit for `image` straight to the power-off init."""
+    return plain_qemu_seconds(image, accel, "rdinit=/init", ["-initrd", str(initramfs)])
 
 
 def floor_9p_seconds(image, accel):
     """QEMU start to exit for `image` booting the host's root over 9p to
     init=/usr/bin/true (whose exit panics the kernel, which ends QEMU)."""
-    started = time.monotonic()
-    subprocess.run(
-        [QEMU, "-nodefaults", "-no-user-config", "-nographic", "-display", "none", "-no-reboot",
-         "-machine", "pc", "-accel", accel, "-cpu", "max", "-smp", "1", "-m", "512M",
-         "-kernel", str(image), "-serial", "null",
-         "-virtfs", "local,path=/,mount_tag=root9p,security_model=none,readonly=on,multidevs=remap",
-         "-append", "console=ttyS0 panic=-1 root=root9p rootfstype=9p "
-                    "rootflags=trans=virtio,version=9p2000.L,msize=512000 ro init=/usr/bin/true"],
-        check=True, timeout=120, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return time.monotonic() - started
+    return plain_qemu_seconds(
+        image, accel,
+        "root=root9p rootfstype=9p rootflags=trans=virtio,version=9p2000.L,msize=512000 ro "
+        "init=/usr/bin/true",
+        ["-virtfs", "local,path=/,mount_tag=root9p,security_model=none,readonly=on,multidevs=remap"])
 
 
 def builtin_bench(binary, reps, accel):
@@ -119,13 +119,13 @@ def builtin_bench(binary, reps, accel):
 def nextest_bench(reps):
     """The examples' tests under `cargo nextest run` and under `cargo test`."""
     packages = ["-p", "vmtest-example-bpf", "-p", "vmtest-example-basics"]
-    subprocess.run(["cargo", "test", "-q", "--no-run", *packages], cwd=ROOT, check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     probe = subprocess.run(["cargo", "nextest", "--version"], cwd=ROOT,
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     if probe.returncode != 0:
         print("  n/a  cargo nextest is not installed")
         return
+    subprocess.run(["cargo", "test", "-q", "--no-run", *packages], cwd=ROOT, check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     commands = {"cargo test": ["cargo", "test", "-q", *packages],
                 "cargo nextest run": ["cargo", "nextest", "run", "--no-fail-fast", *packages]}
     runs = {name: [] for name in commands}
@@ -141,8 +141,8 @@ def nextest_bench(reps):
                 sys.exit(f"{command} failed:\n{result.stdout}")
             runs[name].append(time.monotonic() - started)
     test, nextest = (statistics.median(runs[name]) for name in commands)
-    print(f"  exs  examples' 20 tests, cargo test            {test:6.2f} s")
-    print(f"  exs  examples' 20 tests, cargo nextest run     {nextest:6.2f} s"
+    print(f"  exs  the examples' tests, cargo test           {test:6.2f} s")
+    print(f"  exs  the examples' tests, cargo nextest run    {nextest:6.2f} s"
           f"   {nextest / test:4.2f}x cargo test")
 
 
