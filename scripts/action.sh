@@ -72,7 +72,8 @@ install() {
 
 cache_key() {
     local wanted
-    wanted=$(printf '%s\n%s' "$(input KERNEL)" "$(input IMAGE)" | sha256sum | cut -c1-16)
+    # Kernels are what is downloaded and cached; images never are.
+    wanted=$(input KERNEL | sha256sum | cut -c1-16)
     {
         printf 'cache-dir=%s\n' "${XDG_CACHE_HOME:-$HOME/.cache}/vmtest"
         printf 'cache-key=vmtest-kernels-%s-%s\n' "$(uname -m)" "$wanted"
