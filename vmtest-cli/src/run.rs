@@ -1,7 +1,7 @@
 //! Running what the command line asks for: targets concurrently (as many at
 //! once as the host has CPUs), each in its own VM, reported in file order.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -33,19 +33,21 @@ pub fn main(args: Args) -> i32 {
             eprintln!("vmtest: {error}");
             exit_codes::USAGE
         }
-        Ok(mode) => {
-            let (mut list, dir, note, shell): (Vec<Target>, PathBuf, _, _) = match mode {
-                Mode::OneLiner { target, note } => (vec![target], cwd, note, false),
-                Mode::Config { targets, dir } => (targets, dir, None, false),
-                Mode::Shell { target, note } => (vec![target], cwd, note, true),
+        Ok(mut mode) => {
+            let list = match &mut mode {
+                Mode::OneLiner { target, .. } | Mode::Shell { target, .. } => {
+                    std::slice::from_mut(target)
+                }
+                Mode::Config { targets, .. } => targets.as_mut_slice(),
             };
-            if let Err((code, message)) = fetch_kernels(&mut list) {
+            if let Err((code, message)) = fetch_kernels(list) {
                 eprintln!("vmtest: {message}");
                 return code;
             }
-            match shell {
-                true => shell::run(&list[0], &dir, note),
-                false => targets(list, &dir, note),
+            match mode {
+                Mode::OneLiner { target, note } => targets(vec![target], &cwd, note),
+                Mode::Config { targets: list, dir } => targets(list, &dir, None),
+                Mode::Shell { target, note } => shell::run(&target, &cwd, note),
             }
         }
     }
