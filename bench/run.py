@@ -9,6 +9,8 @@ Measures, for each Debian kernel (scripts/setup.sh fetches them):
   restore    vmtest, restored from the snapshot of an earlier run: the same
   per test   one empty test in a ready VM, host-observed, 500 in a row
   500 x 2    500 empty tests on both kernels in one run (two VMs overlap)
+  output     200,000 lines of 57 bytes written one write(2) each, and the
+             same 11.4 MB in 1 MiB writes, beside an empty test, in one VM
   memory     QEMU's RSS with one idle VM
 On the 9p-built-in kernel (scripts/setup.sh --builtin-kernel), booted as a
 bzImage (no PVH): one trivial test end to end (the test binary's whole run)
@@ -189,6 +191,29 @@ def per_test(stderr):
     return [seconds(m) for m in re.findall(r"ran in (\S+) in its VM", stderr)]
 
 
+def output_bench(binary, series, reps):
+    """Output at the guest's speed: the flood tests' time in a ready VM,
+    less an empty test's."""
+    other = {"6.1": "6.12", "6.12": "6.1"}[series]
+    names = [f"flood_1_empty[vmlinuz-{series}]", f"flood_bulk[vmlinuz-{series}]",
+             f"flood_lines[vmlinuz-{series}]"]
+    pattern = re.compile(r"vmtest: (\S+) ran in (\S+) in its VM")
+    times = {name: [] for name in names}
+    for _ in range(reps):
+        _, stderr = run_subject(binary, ["--ignored", "--test-threads=1", "flood_",
+                                         "--skip", f"[vmlinuz-{other}]"])
+        for name, took in pattern.findall(stderr):
+            if name in times:
+                times[name].append(seconds(took))
+    empty, bulk, lines = (statistics.median(times[name]) for name in names)
+    megabytes = 200_000 * 57 / 1e6
+    print(f"{series:>5}  output, 11.4 MB in 1 MiB writes     {bulk - empty:6.2f} s"
+          f"   {megabytes / (bulk - empty):5.1f} MB/s")
+    print(f"{series:>5}  output, 200,000 lines, a write each  {lines - empty:6.2f} s"
+          f"   {200_000 / (lines - empty):8.0f} lines/s, {(lines - empty) / (bulk - empty):4.1f}x"
+          " the large writes")
+
+
 def qemu_rss_mib(marker):
     """Total RSS of QEMU processes whose command line mentions `marker`."""
     total = 0
@@ -321,6 +346,9 @@ def main():
             _, stderr = run_subject(binary, [f"[vmlinuz-{series}]", "--test-threads=1"])
             costs.append(median(per_test(stderr)[1:]))  # the first exec reads the binary cold
         print(f"{series:>5}  per empty test, 500 in a ready VM {median(costs) * 1000:6.1f} ms")
+
+    for series in SERIES:
+        output_bench(binary, series, reps)
 
     walls = []
     for _ in range(reps):

@@ -147,14 +147,25 @@ impl Captured {
             self.head.extend_from_slice(&data[..take]);
             data = &data[take..];
         }
-        for &byte in data {
-            if self.tail.len() < Self::HALF {
-                self.tail.push(byte);
-            } else {
-                self.tail[self.tail_start] = byte;
-                self.tail_start = (self.tail_start + 1) % Self::HALF;
-                self.dropped += 1;
-            }
+        // Only the last HALF bytes of `data` can stay in the tail.
+        if data.len() > Self::HALF {
+            let skipped = data.len() - Self::HALF;
+            self.dropped += (self.tail.len() + skipped) as u64;
+            self.tail.clear();
+            self.tail_start = 0;
+            data = &data[skipped..];
+        }
+        let room = Self::HALF - self.tail.len();
+        let take = room.min(data.len());
+        self.tail.extend_from_slice(&data[..take]);
+        data = &data[take..];
+        // The tail is full: the rest overwrites its oldest bytes, in place.
+        while !data.is_empty() {
+            let take = (Self::HALF - self.tail_start).min(data.len());
+            self.tail[self.tail_start..self.tail_start + take].copy_from_slice(&data[..take]);
+            self.tail_start = (self.tail_start + take) % Self::HALF;
+            self.dropped += take as u64;
+            data = &data[take..];
         }
     }
 
@@ -214,6 +225,26 @@ mod tests {
             "[vmtest: {} bytes of output dropped",
             captured.dropped()
         )));
+    }
+
+    #[test]
+    fn pushes_of_any_size_keep_the_same_ends() {
+        let data: Vec<u8> = (0..3 * Captured::HALF + 17)
+            .map(|n| (n % 251) as u8)
+            .collect();
+        let mut whole = Captured::default();
+        whole.push(&data);
+        for size in [1, 1000, Captured::HALF - 1, Captured::HALF + 3] {
+            let mut pieces = Captured::default();
+            for piece in data.chunks(size) {
+                pieces.push(piece);
+            }
+            assert_eq!(pieces.bytes(), whole.bytes(), "pieces of {size}");
+            assert_eq!(pieces.dropped(), whole.dropped());
+        }
+        assert_eq!(whole.dropped() as usize, data.len() - 2 * Captured::HALF);
+        let bytes = whole.bytes();
+        assert!(bytes.ends_with(&data[data.len() - Captured::HALF..]));
     }
 
     #[test]

@@ -47,6 +47,42 @@ fn idle() {
     std::thread::sleep(std::time::Duration::from_secs(4));
 }
 
+/// A line of 57 bytes (formatting, slow in an unoptimized build under
+/// emulation, would be measured instead of the output).
+const LINE: &[u8; 57] = b"a line of output, as a test might log it, 57 bytes long.\n";
+
+/// Empty: the first test in a fresh VM pays for the binary's cold start.
+#[vmtest(kernels = ["${BENCH_KERNEL_6_1}", "${BENCH_KERNEL_6_12}"])]
+#[ignore = "run by bench/run.py only"]
+fn flood_0_warm_up() {}
+
+/// Empty: what the floods are measured against.
+#[vmtest(kernels = ["${BENCH_KERNEL_6_1}", "${BENCH_KERNEL_6_12}"])]
+#[ignore = "run by bench/run.py only"]
+fn flood_1_empty() {}
+
+/// 200,000 lines, one `write(2)` each (stdout is line-buffered).
+#[vmtest(kernels = ["${BENCH_KERNEL_6_1}", "${BENCH_KERNEL_6_12}"])]
+#[ignore = "run by bench/run.py only"]
+fn flood_lines() {
+    use std::io::Write;
+    let mut stdout = std::io::stdout();
+    for _ in 0..200_000 {
+        stdout.write_all(LINE).unwrap();
+    }
+}
+
+/// The same 11.4 MB in writes of 1 MiB.
+#[vmtest(kernels = ["${BENCH_KERNEL_6_1}", "${BENCH_KERNEL_6_12}"])]
+#[ignore = "run by bench/run.py only"]
+fn flood_bulk() {
+    use std::io::Write;
+    let all = LINE.repeat(200_000);
+    for chunk in all.chunks(1 << 20) {
+        std::io::stdout().lock().write_all(chunk).unwrap();
+    }
+}
+
 /// One trivial test on the kernel with 9p and virtio built in.
 #[vmtest(kernel = "${BENCH_KERNEL_BUILTIN}")]
 #[ignore = "run by bench/run.py only"]
@@ -55,3 +91,4 @@ fn builtin() {}
 fn main() {
     vmtest_harness::main()
 }
+

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use console::{style, Term};
 
+use super::lines::Lines;
 use super::{Face, Stage, Verdict};
 
 /// Lines shown of a running target's output.
@@ -54,7 +55,7 @@ struct TargetView {
     since: Instant,
     /// The last lines, and the line being written.
     window: VecDeque<String>,
-    partial: Vec<u8>,
+    lines: Lines,
     /// All of its output (up to [`KEPT`]), for a failure.
     output: Vec<u8>,
 }
@@ -72,7 +73,7 @@ impl Live {
                         stage: Stage::Waiting,
                         since: now,
                         window: VecDeque::new(),
-                        partial: Vec::new(),
+                        lines: Lines::default(),
                         output: Vec::new(),
                     })
                     .collect(),
@@ -171,7 +172,8 @@ impl Shared {
 
 /// A target's line being written, shown in its window.
 fn partial_line(target: &TargetView) -> Option<String> {
-    (!target.partial.is_empty()).then(|| clean(&target.partial))
+    let partial = target.lines.partial();
+    (!partial.is_empty()).then(|| clean(partial))
 }
 
 /// A line of output as the window shows it: no colours, no tabs.
@@ -249,14 +251,13 @@ impl Face for Live {
         if target.output.len() < KEPT {
             target.output.extend_from_slice(data);
         }
-        target.partial.extend_from_slice(data);
-        while let Some(end) = target.partial.iter().position(|&byte| byte == b'\n') {
-            let line: Vec<u8> = target.partial.drain(..=end).collect();
-            target.window.push_back(clean(&line));
-            if target.window.len() > WINDOW {
-                target.window.pop_front();
+        let window = &mut target.window;
+        target.lines.push(data, |line| {
+            window.push_back(clean(line));
+            if window.len() > WINDOW {
+                window.pop_front();
             }
-        }
+        });
     }
 
     fn notice(&self, text: &str) {

@@ -9,6 +9,7 @@
 //! stdout and stderr as it is written, in both faces, and vmtest's own
 //! lines go to stderr.
 
+mod lines;
 mod live;
 mod plain;
 

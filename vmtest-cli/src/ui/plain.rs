@@ -8,6 +8,7 @@
 use std::io::Write;
 use std::sync::{Mutex, MutexGuard};
 
+use super::lines::Lines;
 use super::{Face, Stage, Verdict};
 
 pub struct Plain {
@@ -17,8 +18,8 @@ pub struct Plain {
 }
 
 struct State {
-    /// Per target, per stream (stdout, stderr): bytes after the last newline.
-    partial: Vec<[Vec<u8>; 2]>,
+    /// Per target, per stream (stdout, stderr): the line being written.
+    partial: Vec<[Lines; 2]>,
     verdicts: Vec<Option<Verdict>>,
 }
 
@@ -29,7 +30,7 @@ impl Plain {
             names,
             single,
             state: Mutex::new(State {
-                partial: vec![[Vec::new(), Vec::new()]; count],
+                partial: (0..count).map(|_| Default::default()).collect(),
                 verdicts: vec![None; count],
             }),
         }
@@ -49,28 +50,27 @@ impl Plain {
         }
     }
 
-    /// Writes whole lines of `data` with the target's name before each.
-    fn lines(&self, index: usize, stderr: bool, partial: &mut Vec<u8>, data: &[u8], flush: bool) {
-        partial.extend_from_slice(data);
-        let end = match flush {
-            true => partial.len(),
-            false => partial
-                .iter()
-                .rposition(|&byte| byte == b'\n')
-                .map_or(0, |at| at + 1),
-        };
-        if end == 0 {
-            return;
-        }
+    /// Writes each line of `data` that ends with the target's name before
+    /// it; with `flush`, what is left of the last line too.
+    fn lines(&self, index: usize, stderr: bool, partial: &mut Lines, data: &[u8], flush: bool) {
         let mut text = Vec::new();
-        for line in partial[..end].split_inclusive(|&byte| byte == b'\n') {
+        let mut write = |line: &[u8]| {
             text.extend_from_slice(format!("[{}] ", self.names[index]).as_bytes());
             text.extend_from_slice(line);
             if line.last() != Some(&b'\n') {
                 text.push(b'\n');
             }
+        };
+        partial.push(data, &mut write);
+        if flush {
+            let rest = partial.take_partial();
+            if !rest.is_empty() {
+                write(&rest);
+            }
         }
-        partial.drain(..end);
+        if text.is_empty() {
+            return;
+        }
         let _ = match stderr {
             true => std::io::stderr().lock().write_all(&text),
             false => std::io::stdout().lock().write_all(&text),

@@ -93,15 +93,10 @@ mod tests {
                 message: "boom \"quoted\"\n".into(),
             }),
         };
-        let output = Reply::Output {
-            id: 7,
-            stream: Stream::Stderr,
-            data: Bytes(vec![0xc3, 0x28, b'\n']),
-        };
         let line = to_line(&exec);
         assert_eq!(line.iter().filter(|&&byte| byte == b'\n').count(), 1);
         assert_eq!(serde_json::from_slice::<Request>(&line).unwrap(), exec);
-        for reply in [done, output, Reply::Ready, Reply::Pong] {
+        for reply in [done, Reply::Ready, Reply::Pong] {
             let line = to_line(&reply);
             assert_eq!(serde_json::from_slice::<Reply>(&line).unwrap(), reply);
         }

@@ -6,7 +6,8 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 /// What a non-blocking read found.
 pub(super) enum Read {
-    Data(Vec<u8>),
+    /// Some bytes.
+    Data,
     /// Nothing for now.
     Empty,
     /// End of file (or, for a terminal's master, its slave closed: EIO).
@@ -35,15 +36,20 @@ pub(super) fn set_nonblocking(fd: &impl AsRawFd) -> io::Result<()> {
     Ok(())
 }
 
-/// One read of at most `max` bytes from a non-blocking descriptor.
-pub(super) fn read_some(fd: &impl AsRawFd, max: usize) -> io::Result<Read> {
-    let mut buffer = vec![0u8; max];
+/// One read of at most `max` bytes from a non-blocking descriptor, added
+/// to the end of `buffer`.
+pub(super) fn read_into(fd: &impl AsRawFd, buffer: &mut Vec<u8>, max: usize) -> io::Result<Read> {
+    buffer.reserve(max);
+    let spare = &mut buffer.spare_capacity_mut()[..max];
     loop {
-        // SAFETY: reads into a buffer we own, at most its length.
-        let read = unsafe { libc::read(fd.as_raw_fd(), buffer.as_mut_ptr().cast(), buffer.len()) };
+        // SAFETY: reads into the spare capacity of a buffer we own, at most
+        // its length; the bytes read are initialized by the kernel.
+        let read = unsafe { libc::read(fd.as_raw_fd(), spare.as_mut_ptr().cast(), spare.len()) };
         if read > 0 {
-            buffer.truncate(read as usize);
-            return Ok(Read::Data(buffer));
+            let read = read as usize;
+            // SAFETY: the kernel wrote `read` bytes after the buffer's end.
+            unsafe { buffer.set_len(buffer.len() + read) };
+            return Ok(Read::Data);
         }
         if read == 0 {
             return Ok(Read::Closed);
@@ -63,8 +69,8 @@ pub(super) fn read_some(fd: &impl AsRawFd, max: usize) -> io::Result<Read> {
 pub(super) fn drain(fd: &impl AsRawFd) -> io::Result<(Vec<u8>, bool)> {
     let mut all = Vec::new();
     loop {
-        match read_some(fd, 65536)? {
-            Read::Data(data) => all.extend_from_slice(&data),
+        match read_into(fd, &mut all, 65536)? {
+            Read::Data => {}
             Read::Empty => return Ok((all, false)),
             Read::Closed => return Ok((all, true)),
         }
@@ -98,6 +104,15 @@ pub(super) fn pidfd_open(pid: libc::pid_t) -> io::Result<OwnedFd> {
     }
     // SAFETY: the kernel just created it; we are its only owner. Descriptors fit in c_int.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// Asks for a pipe of `bytes` (Linux's `F_SETPIPE_SZ`).
+pub(super) fn set_pipe_size(fd: &impl AsRawFd, bytes: libc::c_int) -> io::Result<()> {
+    // SAFETY: fcntl on a descriptor the caller owns.
+    if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETPIPE_SZ, bytes) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 pub(super) fn set_cloexec(fd: &impl AsRawFd) -> io::Result<()> {

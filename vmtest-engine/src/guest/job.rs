@@ -53,14 +53,27 @@ pub(super) struct Output {
     pub fd: OwnedFd,
     /// Not at its end yet.
     pub open: bool,
+    /// Read, not yet sent.
+    pub pending: Vec<u8>,
+    /// When `pending` goes to the host; until then the descriptor is not
+    /// watched, and what the job writes collects in its pipe.
+    pub flush_at: Option<std::time::Instant>,
 }
+
+/// How much a job's output pipe holds: what it writes while the server
+/// lets output collect (see `server::FLUSH_DELAY`) without blocking it.
+const PIPE_BYTES: libc::c_int = 1 << 20;
 
 impl Output {
     fn new(stream: Stream, fd: OwnedFd) -> Output {
+        // Best effort: a smaller pipe only blocks the writer sooner.
+        let _ = fd::set_pipe_size(&fd, PIPE_BYTES);
         Output {
             stream,
             fd,
             open: true,
+            pending: Vec::new(),
+            flush_at: None,
         }
     }
 }

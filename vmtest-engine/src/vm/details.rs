@@ -3,6 +3,7 @@
 //! the VM.
 
 use std::fmt;
+use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 
 /// How many lines of the guest console a failure shows.
@@ -37,9 +38,21 @@ impl Details {
     }
 }
 
-/// The whole guest console so far.
+/// How much of the end of the guest console is read: a guest that floods
+/// its console must not flood the host's memory.
+const CONSOLE_TAIL: u64 = 1 << 20;
+
+/// The guest console so far, or its last [`CONSOLE_TAIL`] bytes.
 pub(crate) fn read_console(console_log: &Path) -> String {
-    String::from_utf8_lossy(&std::fs::read(console_log).unwrap_or_default()).replace('\r', "")
+    let tail = || -> std::io::Result<Vec<u8>> {
+        let mut file = std::fs::File::open(console_log)?;
+        let length = file.metadata()?.len();
+        file.seek(SeekFrom::Start(length.saturating_sub(CONSOLE_TAIL)))?;
+        let mut bytes = Vec::new();
+        file.take(CONSOLE_TAIL).read_to_end(&mut bytes)?;
+        Ok(bytes)
+    };
+    String::from_utf8_lossy(&tail().unwrap_or_default()).replace('\r', "")
 }
 
 impl fmt::Display for Details {
@@ -88,6 +101,19 @@ mod tests {
     fn without_a_crash_the_excerpt_is_the_tail() {
         let console: Vec<String> = (0..100).map(|n| format!("line {n}")).collect();
         assert_eq!(excerpt(&console.join("\n"), 3), "line 97\nline 98\nline 99");
+    }
+
+    #[test]
+    fn a_long_console_is_read_from_its_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("console.log");
+        let mut text = "x".repeat(3 << 20);
+        text.push_str("\r\nthe end\r\n");
+        std::fs::write(&log, text).unwrap();
+        let console = read_console(&log);
+        assert_eq!(console.len() as u64, CONSOLE_TAIL - 2);
+        assert!(console.ends_with("x\nthe end\n"));
+        assert_eq!(read_console(&dir.path().join("none")), "");
     }
 
     #[test]

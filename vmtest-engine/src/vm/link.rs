@@ -10,7 +10,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Instant;
 
 use crate::contract::boot::{parse_init_failed, INIT_READY};
-use crate::contract::messages::{to_line, ExitStatus, JobId, Reply, Request, Verdict};
+use crate::contract::messages::{to_line, ExitStatus, Incoming, JobId, Reply, Request, Verdict};
 use crate::events::{Event, VmId};
 use crate::outcome::Captured;
 use crate::splat::{Splat, SplatTracker};
@@ -143,23 +143,34 @@ impl Link {
         state
     }
 
-    /// Takes one line from the guest; returns the events it makes.
-    pub(super) fn receive(&self, line: &[u8]) -> Vec<Event> {
-        let text = String::from_utf8_lossy(line);
-        let text = text.trim_end();
-        if text == INIT_READY {
-            self.update(|state| state.phase = Phase::InitReady);
-            return Vec::new();
+    /// Takes one message from the guest; returns the events it makes.
+    pub(super) fn receive(&self, incoming: Incoming) -> Vec<Event> {
+        match incoming {
+            Incoming::Line(line) => {
+                let text = String::from_utf8_lossy(&line);
+                let text = text.trim_end();
+                if text == INIT_READY {
+                    self.update(|state| state.phase = Phase::InitReady);
+                } else if let Some(reason) = parse_init_failed(text) {
+                    self.update(|state| state.phase = Phase::InitFailed(reason));
+                }
+                // Anything else that is not ours (a stray write to the port)
+                // is ignored.
+                Vec::new()
+            }
+            Incoming::Output { id, stream, data } => self.update(|state| {
+                let Some(job) = state.jobs.get_mut(&id) else {
+                    return Vec::new();
+                };
+                job.output.push(&data);
+                vec![Event::Output {
+                    job: id,
+                    stream,
+                    data,
+                }]
+            }),
+            Incoming::Reply(reply) => self.update(|state| apply(state, self.vm, reply)),
         }
-        if let Some(reason) = parse_init_failed(text) {
-            self.update(|state| state.phase = Phase::InitFailed(reason));
-            return Vec::new();
-        }
-        // Anything else that is not ours (a stray write to the port) is ignored.
-        let Ok(reply) = serde_json::from_slice::<Reply>(line) else {
-            return Vec::new();
-        };
-        self.update(|state| apply(state, self.vm, reply))
     }
 }
 
@@ -188,17 +199,8 @@ fn apply(state: &mut State, vm: VmId, reply: Reply) -> Vec<Event> {
             }
             Vec::new()
         }
-        Reply::Output { id, stream, data } => match state.jobs.get_mut(&id) {
-            Some(job) => {
-                job.output.push(&data.0);
-                vec![Event::Output {
-                    job: id,
-                    stream,
-                    data: data.0,
-                }]
-            }
-            None => Vec::new(),
-        },
+        // Its bytes come as [`Incoming::Output`].
+        Reply::Output { .. } => Vec::new(),
         Reply::Kernel { record, running } => {
             state.splats.record(&record, &running);
             Vec::new()

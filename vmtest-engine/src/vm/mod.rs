@@ -16,7 +16,7 @@ pub use details::Details;
 
 pub(crate) use details::read_console;
 
-use std::io::{self, BufRead, BufReader};
+use std::io::{self, Read};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use crate::boot::params::Export;
 use crate::boot::BootMedia;
 use crate::contract::boot::{BootParams, CONTROL_PORT, SERVER_EXITED};
-use crate::contract::messages::{Bytes, JobId, Request};
+use crate::contract::messages::{Bytes, JobId, ReplyReader, Request};
 use crate::engine::Input;
 use crate::error::SetupError;
 use crate::events::{Event, Reporter, VmId};
@@ -52,6 +52,11 @@ const KILL_GRACE: Duration = Duration::from_secs(5);
 const INPUT_POLL: Duration = Duration::from_millis(100);
 /// How often the reader thread wakes without messages, to keep the heartbeat.
 const TICK: Duration = Duration::from_millis(100);
+/// The longest line read from the guest: longer ones are dropped (the
+/// server's own lines are far shorter).
+const MAX_LINE: usize = 1 << 20;
+/// How much one read from the control port takes.
+const READ_BUFFER: usize = 1 << 16;
 /// Bytes of the host's entropy each guest's random pool gets.
 const SEED_BYTES: usize = 32;
 /// How long a restored guest may take to have its test server ready (or
@@ -604,32 +609,38 @@ impl Shared {
         Details::new(qemu_said, &read_console(&self.console_log))
     }
 
-    /// The reader thread: every line from the guest, and the heartbeat.
-    fn read(&self, stream: UnixStream) {
+    /// The reader thread: everything the guest sends, and the heartbeat.
+    fn read(&self, mut stream: UnixStream) {
         if let Err(error) = stream.set_read_timeout(Some(TICK)) {
             return self.die(DeathCause::Connection(error));
         }
         let pid = self.qemu().id();
-        let mut reader = BufReader::with_capacity(1 << 16, stream);
-        let mut line = Vec::new();
+        let mut reader = ReplyReader::new(MAX_LINE);
+        let mut buffer = vec![0u8; READ_BUFFER];
         let mut liveness = Liveness::new(pid);
         let mut checked = Instant::now();
         loop {
-            match reader.read_until(b'\n', &mut line) {
+            match stream.read(&mut buffer) {
                 Ok(0) => {
                     let closed = io::Error::new(io::ErrorKind::UnexpectedEof, "QEMU closed it");
                     return self.die(DeathCause::Connection(closed));
                 }
-                Ok(_) if line.last() == Some(&b'\n') => {
-                    liveness.heard();
-                    let events = self.link.receive(&line);
-                    line.clear();
-                    for event in &events {
-                        self.reporter.report(event);
+                Ok(read) => {
+                    reader.push(&buffer[..read]);
+                    loop {
+                        let incoming = match reader.next_message() {
+                            Ok(Some(incoming)) => incoming,
+                            Ok(None) => break,
+                            Err(error) => {
+                                return self.die(DeathCause::Connection(io::Error::other(error)))
+                            }
+                        };
+                        liveness.heard();
+                        for event in &self.link.receive(incoming) {
+                            self.reporter.report(event);
+                        }
                     }
                 }
-                // Half a line before the end: the next read says so.
-                Ok(_) => {}
                 Err(error)
                     if matches!(
                         error.kind(),
