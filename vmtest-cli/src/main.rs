@@ -10,6 +10,7 @@ mod kernel;
 mod plan;
 mod run;
 mod shell;
+mod signals;
 mod ui;
 
 use clap::Parser;
@@ -17,6 +18,8 @@ use clap::Parser;
 fn main() {
     // In a guest, this binary is the test server that runs the commands.
     vmtest_engine::serve_if_requested(None);
+    let interrupted = signals::watch();
     let code = run::main(cli::Args::parse());
-    std::process::exit(code)
+    // Every VM is down and every file gone by now.
+    std::process::exit(interrupted.signal().map_or(code, |signal| 128 + signal))
 }

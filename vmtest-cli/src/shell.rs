@@ -1,38 +1,40 @@
-//! `vmtest -k KERNEL -`: an interactive shell in the guest, on a real
-//! terminal. The host's terminal goes raw, so every key (Ctrl-C, Ctrl-Z
-//! included) reaches the guest's terminal, whose line discipline signals the
-//! guest's foreground job: job control works there, and vmtest is not
-//! interrupted. The window size follows the host's (SIGWINCH).
+//! `vmtest -k KERNEL -`: a shell in the guest.
+//!
+//! On a real terminal it is interactive: the host's terminal goes raw, so
+//! every key (Ctrl-C, Ctrl-Z included) reaches the guest's terminal, whose
+//! line discipline signals the guest's foreground job: job control works
+//! there, and vmtest is not interrupted. The window size follows the host's
+//! (SIGWINCH). The terminal is given back on every way out: the end of the
+//! shell, an error, and a signal to vmtest ([`restore_terminal`]).
+//!
+//! Fed from a pipe (or writing to one), the shell reads its commands from
+//! vmtest's stdin, as `bash` would, and its output goes where vmtest's goes.
 
 use std::io::{IsTerminal, Read};
-use std::os::fd::AsRawFd;
 use std::path::Path;
-use std::sync::mpsc;
 use std::sync::Arc;
+use std::sync::{mpsc, Mutex, MutexGuard};
 
+use rustix::termios::{OptionalActions, Termios};
 use signal_hook::consts::SIGWINCH;
 use signal_hook::iterator::Signals;
 use vmtest_engine::{Command, Event, Input, Job, Outcome, Reporter, Stream, WindowSize, Work};
 
 use crate::config::Target;
-use crate::exit_codes;
 use crate::plan::{plan, Planned};
 use crate::run;
 
-/// Runs an interactive shell in a guest booted as `target` says; returns
-/// the shell's exit code.
+/// Runs a shell in a guest booted as `target` says; returns the shell's
+/// exit code.
 pub fn run(target: &Target, cwd: &Path, note: Option<String>) -> i32 {
-    if !(std::io::stdin().is_terminal() && std::io::stdout().is_terminal()) {
-        eprintln!("vmtest: an interactive shell needs a terminal on stdin and stdout");
-        return exit_codes::USAGE;
-    }
+    let interactive = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
     let Planned::Kernel(job) = plan(target, cwd) else {
         unreachable!("the command line makes kernel targets only")
     };
     if let Some(note) = note {
         eprintln!("vmtest: {note}");
     }
-    let engine = match run::engine(Arc::new(Screen)) {
+    let engine = match run::engine(Arc::new(Screen { interactive })) {
         Ok(engine) => engine,
         Err((code, message)) => {
             eprintln!("vmtest: {message}");
@@ -47,16 +49,19 @@ pub fn run(target: &Target, cwd: &Path, note: Option<String>) -> i32 {
         work: Work::Command(Command {
             program: "bash".into(),
             cwd,
-            terminal: Some(window_size()),
+            terminal: interactive.then(window_size),
+            stdin: true,
             ..Command::default()
         }),
         ..job
     };
     let (input, inputs) = mpsc::channel();
-    forward_keys(input.clone());
-    forward_resizes(input);
+    forward_stdin(input.clone(), interactive);
+    if interactive {
+        forward_resizes(input);
+    }
     let finished = {
-        let _raw = RawMode::enter();
+        let _raw = interactive.then(RawMode::enter);
         engine.run_interactive(job, inputs)
     };
     engine.shutdown();
@@ -70,15 +75,20 @@ pub fn run(target: &Target, cwd: &Path, note: Option<String>) -> i32 {
     run::exit_code(&[finished])
 }
 
-/// What the shell session shows besides the terminal's own output.
-struct Screen;
+/// What the shell session shows besides the shell's own output.
+struct Screen {
+    /// On a raw terminal, where a line ends with CR LF.
+    interactive: bool,
+}
 
 impl Reporter for Screen {
     fn report(&self, event: &Event) {
+        let end = if self.interactive { "\r\n" } else { "\n" };
         match event {
-            // Raw mode: a line ends with CR LF.
-            Event::VmBooting { shape, .. } => eprint!("vmtest: booting {shape}\r\n"),
-            Event::VmDied { death, .. } => eprint!("\r\nvmtest: the VM died: {}\r\n", death.cause),
+            Event::VmBooting { shape, .. } => eprint!("vmtest: booting {shape}{end}"),
+            Event::VmDied { death, .. } => {
+                eprint!("{end}vmtest: the VM died: {}{end}", death.cause)
+            }
             Event::Output { stream, data, .. } => {
                 crate::ui::pass_through(*stream == Stream::Stderr, data);
             }
@@ -87,13 +97,20 @@ impl Reporter for Screen {
     }
 }
 
-/// Sends what is typed to the guest, byte for byte.
-fn forward_keys(input: mpsc::Sender<Input>) {
+/// Sends what arrives on stdin to the guest, byte for byte; from a pipe,
+/// its end too (a terminal's end is a ^D the guest's terminal reads).
+fn forward_stdin(input: mpsc::Sender<Input>, interactive: bool) {
     std::thread::spawn(move || {
         let mut stdin = std::io::stdin().lock();
         let mut buffer = [0u8; 4096];
         while let Ok(read) = stdin.read(&mut buffer) {
-            if read == 0 || input.send(Input::Bytes(buffer[..read].to_vec())).is_err() {
+            if read == 0 {
+                if !interactive {
+                    let _ = input.send(Input::Close);
+                }
+                break;
+            }
+            if input.send(Input::Bytes(buffer[..read].to_vec())).is_err() {
                 break;
             }
         }
@@ -120,33 +137,41 @@ fn window_size() -> WindowSize {
     WindowSize { rows, cols }
 }
 
-/// The host's terminal in raw mode while alive; restored when dropped.
-struct RawMode {
-    saved: Option<libc::termios>,
+/// The terminal's settings before it went raw, while it is.
+static SAVED: Mutex<Option<Termios>> = Mutex::new(None);
+
+fn saved() -> MutexGuard<'static, Option<Termios>> {
+    SAVED
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
+
+/// Gives the terminal its settings back if a shell made it raw; safe to
+/// call from any thread, any number of times.
+pub fn restore_terminal() {
+    if let Some(settings) = saved().take() {
+        let _ = rustix::termios::tcsetattr(std::io::stdin(), OptionalActions::Now, &settings);
+    }
+}
+
+/// The host's terminal in raw mode while alive; restored when dropped.
+struct RawMode;
 
 impl RawMode {
     fn enter() -> RawMode {
-        let fd = std::io::stdin().as_raw_fd();
-        // SAFETY: termios calls on our own terminal with valid structs.
-        unsafe {
-            let mut saved = std::mem::zeroed::<libc::termios>();
-            if libc::tcgetattr(fd, &mut saved) != 0 {
-                return RawMode { saved: None };
-            }
-            let mut raw = saved;
-            libc::cfmakeraw(&mut raw);
-            libc::tcsetattr(fd, libc::TCSANOW, &raw);
-            RawMode { saved: Some(saved) }
+        let stdin = std::io::stdin();
+        if let Ok(settings) = rustix::termios::tcgetattr(&stdin) {
+            let mut raw = settings.clone();
+            raw.make_raw();
+            *saved() = Some(settings);
+            let _ = rustix::termios::tcsetattr(&stdin, OptionalActions::Now, &raw);
         }
+        RawMode
     }
 }
 
 impl Drop for RawMode {
     fn drop(&mut self) {
-        if let Some(saved) = &self.saved {
-            // SAFETY: restores the settings read in `enter`.
-            unsafe { libc::tcsetattr(std::io::stdin().as_raw_fd(), libc::TCSANOW, saved) };
-        }
+        restore_terminal();
     }
 }

@@ -2,20 +2,26 @@
 //! this process, synced, then renamed into place, so that a reader sees the
 //! whole file or none and concurrent writers of the same entry (who write
 //! the same bytes) never get in each other's way. An interrupted write
-//! leaves nothing: the temporary file is registered for cleanup on Ctrl-C,
-//! and carries our pid so that the next run removes it after a SIGKILL.
+//! leaves nothing: the temporary file is registered for cleanup on
+//! [`cancel`](crate::cancel), and held with a lease ([`crate::lease`]) so
+//! that the next run removes it after a SIGKILL. Every cache directory is
+//! this user's alone ([`crate::private`]).
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, BufWriter};
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use crate::cleanup::{self, Resource};
+use crate::cancel::{self, Resource};
 use crate::contract::boot::hex;
+use crate::{lease, private};
 
 /// Starts every temporary file's name (after a dot).
 const TEMP_PREFIX: &str = ".vmtest-tmp-";
 const TEMP_SUFFIX: &str = ".tmp";
+
+/// What chooses where caches are, for messages about them.
+pub(crate) const CACHE_SETTING: &str = "VMTEST_CACHE_DIR (XDG_CACHE_HOME for downloads)";
 
 /// Bytes of a digest that name a cache entry made from what it digests.
 const NAME_BYTES: usize = 16;
@@ -73,15 +79,11 @@ pub(crate) fn store_as(
         let path = path.to_path_buf();
         move |source| CacheError { path, source }
     };
-    fs::create_dir_all(dir).map_err(error(dir))?;
-    let temp = dir.join(temp_name());
-    let _registration = cleanup::register(Resource::Path(temp.clone()));
+    ensure_dir(dir)?;
+    let (temp, file) = lease::create_file(dir, TEMP_PREFIX, TEMP_SUFFIX).map_err(error(dir))?;
+    let _registration = cancel::register(Resource::Path(temp.clone()));
     let mut target = dir.to_path_buf();
     let written = (|| {
-        let file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&temp)?;
         let mut writer = BufWriter::new(file);
         target = dir.join(write(&mut writer)?);
         let file = writer
@@ -89,8 +91,6 @@ pub(crate) fn store_as(
             .map_err(io::IntoInnerError::into_error)?;
         // The entry is trusted from then on: on disk before it has its name.
         file.sync_all()?;
-        // Readable by all, like a file written with the usual umask.
-        file.set_permissions(fs::Permissions::from_mode(0o644))?;
         fs::rename(&temp, &target)
     })();
     if let Err(source) = written {
@@ -100,15 +100,28 @@ pub(crate) fn store_as(
     Ok(target)
 }
 
-/// A name of this process for a file or directory made whole before it is
-/// renamed into the cache; [`remove_stale`] removes it after a SIGKILL.
-pub(crate) fn temp_name() -> String {
-    cleanup::owned_name(TEMP_PREFIX, TEMP_SUFFIX)
+/// Makes `dir` a cache directory of this user's alone (see [`private`]).
+pub(crate) fn ensure_dir(dir: &Path) -> Result<(), CacheError> {
+    private::ensure(dir, CACHE_SETTING).map_err(|error| CacheError {
+        path: dir.to_path_buf(),
+        source: io::Error::other(error),
+    })
+}
+
+/// A directory made whole before it is renamed into the cache (`dir`),
+/// held while the lease lives; [`remove_stale`] removes it after a SIGKILL.
+pub(crate) fn temp_dir(dir: &Path) -> Result<(PathBuf, lease::Lease), CacheError> {
+    ensure_dir(dir)?;
+    lease::create_dir(dir, TEMP_PREFIX).map_err(|source| CacheError {
+        path: dir.to_path_buf(),
+        source,
+    })
 }
 
 /// Removes temporary files that writers killed with SIGKILL left in `dir`.
 pub(crate) fn remove_stale(dir: &Path) {
-    cleanup::remove_stale(dir, TEMP_PREFIX, TEMP_SUFFIX);
+    // Files and directories alike (directories carry no suffix).
+    lease::remove_stale(dir, TEMP_PREFIX, "");
 }
 
 #[cfg(test)]
@@ -162,9 +175,7 @@ mod tests {
     #[test]
     fn leftovers_of_dead_writers_are_removed() {
         let dir = tempfile::tempdir().unwrap();
-        let dead = dir
-            .path()
-            .join(format!("{TEMP_PREFIX}99999999-1{TEMP_SUFFIX}"));
+        let dead = dir.path().join(format!("{TEMP_PREFIX}dead{TEMP_SUFFIX}"));
         fs::write(&dead, "partial").unwrap();
         fs::write(dir.path().join("entry"), "kept").unwrap();
         remove_stale(dir.path());

@@ -9,12 +9,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::cache;
-use crate::cleanup;
+use crate::cancel;
 use crate::contract::messages::{Bytes, Exec, JobId, Request, WindowSize};
 use crate::error::SetupError;
 use crate::events::{Event, Reporter};
 use crate::image::{self, ImageJob};
-use crate::outcome::Finished;
+use crate::outcome::{Finished, Outcome};
 use crate::pool::{Context, Pool};
 use crate::run_dir::{RunDir, SharedDir};
 use crate::settings::Settings;
@@ -131,7 +131,6 @@ impl Engine {
         server: GuestServer,
         reporter: Arc<dyn Reporter>,
     ) -> Result<Engine, SetupError> {
-        cleanup::set_reporter(Arc::clone(&reporter));
         reporter.report(&Event::Accelerator {
             accel: settings.accel.accel,
             reason: settings.accel.reason.clone(),
@@ -141,11 +140,7 @@ impl Engine {
             path: std::env::temp_dir(),
             source,
         })?;
-        let shared_dir =
-            SharedDir::create(&settings.cache_dir).map_err(|source| SetupError::RunDir {
-                path: settings.cache_dir.join("shared"),
-                source,
-            })?;
+        let shared_dir = SharedDir::create(&settings.cache_dir)?;
         let allowed = Allowed::new(settings.allowed_splats.as_deref())?;
         // Without a place for them, VMs boot as they would with snapshots off.
         let snapshots = settings
@@ -203,7 +198,7 @@ impl Engine {
             }
             Err(error) => Finished::setup_failed(Arc::new(error), started.elapsed()),
         };
-        let finished = Arc::new(finished);
+        let finished = Arc::new(cancelled_if_stopped(finished));
         self.reporter.report(&Event::JobFinished {
             job: id,
             name,
@@ -239,12 +234,12 @@ impl Engine {
     /// guest agent, and shuts the image down.
     pub fn run_image(&self, job: ImageJob) -> Finished {
         let id: JobId = self.next_job.fetch_add(1, Ordering::Relaxed);
-        let finished = Arc::new(image::run(
+        let finished = Arc::new(cancelled_if_stopped(image::run(
             self.pool.context(),
             self.pool.next_vm(),
             id,
             &job,
-        ));
+        )));
         self.reporter.report(&Event::JobFinished {
             job: id,
             name: Arc::from(job.name.as_str()),
@@ -256,6 +251,26 @@ impl Engine {
     /// Shuts every VM down. The run's files go when the engine is dropped.
     pub fn shutdown(&self) {
         self.pool.shutdown();
+    }
+}
+
+/// `finished`, unless the run was cancelled while it ran, which is then why
+/// it ended (its VM was killed, or it never started).
+fn cancelled_if_stopped(finished: Finished) -> Finished {
+    let ended_by_itself = matches!(
+        finished.outcome,
+        Outcome::Passed
+            | Outcome::Failed { .. }
+            | Outcome::Panicked { .. }
+            | Outcome::Exited { .. }
+            | Outcome::Signaled { .. }
+    );
+    match ended_by_itself || !cancel::cancelled() {
+        true => finished,
+        false => Finished {
+            outcome: Outcome::Cancelled,
+            ..finished
+        },
     }
 }
 

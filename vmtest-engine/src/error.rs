@@ -51,8 +51,12 @@ pub enum SetupError {
     NoFirmware,
     #[error("cannot tell which binary serves the guest, or the working directory")]
     Server(#[source] std::io::Error),
+    #[error("the run was cancelled")]
+    Cancelled,
     #[error("the guest could not start the job: {0}")]
     Refused(String),
+    #[error(transparent)]
+    Cache(#[from] crate::cache::CacheError),
     #[error("cannot create the run's directory {path}")]
     RunDir {
         path: PathBuf,

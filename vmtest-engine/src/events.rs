@@ -83,8 +83,6 @@ pub enum Event {
         bytes: u64,
         took: Duration,
     },
-    /// The run was interrupted by this signal; its VMs were stopped.
-    Cancelled { signal: i32, vms: usize },
 }
 
 impl Event {

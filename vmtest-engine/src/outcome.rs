@@ -32,6 +32,9 @@ pub enum Outcome {
     /// The job could not run at all: bad settings, a kernel that cannot be
     /// prepared or booted, a guest that refused it.
     SetupFailed(Arc<SetupError>),
+    /// The run was cancelled ([`cancel`](crate::cancel)) before the job
+    /// ended: its VM was stopped, or it never started.
+    Cancelled,
 }
 
 impl Outcome {
@@ -99,6 +102,7 @@ impl fmt::Display for Outcome {
             Outcome::TimedOut { after } => write!(f, "timed out after {after:?} and was killed"),
             Outcome::VmDied(death) => write!(f, "{death}"),
             Outcome::SetupFailed(error) => f.write_str(&crate::error::chain(error.as_ref())),
+            Outcome::Cancelled => f.write_str("the run was cancelled"),
         }
     }
 }

@@ -11,6 +11,7 @@ use std::thread::{self, JoinHandle};
 use std::time::Instant;
 
 use crate::boot::{self, params};
+use crate::cancel;
 use crate::engine::GuestServer;
 use crate::error::SetupError;
 use crate::events::{Event, Reporter, VmId};
@@ -92,6 +93,9 @@ impl Pool {
     pub(crate) fn acquire(&self, shape: &VmShape) -> Result<Reservation, Arc<SetupError>> {
         let slot = self.slot(shape);
         loop {
+            if cancel::cancelled() {
+                return Err(Arc::new(SetupError::Cancelled));
+            }
             let vm = self.live_vm(&slot)?;
             if let Some(reservation) = Vm::reserve(&vm) {
                 return Ok(reservation);
@@ -206,6 +210,9 @@ impl Pool {
         let mut attempt = 0;
         let mut retried = false;
         loop {
+            if cancel::cancelled() {
+                return Err(SetupError::Cancelled);
+            }
             attempt += 1;
             let vm = self.next_vm();
             context.reporter.report(&Event::VmBooting {

@@ -1,14 +1,18 @@
 //! The run's own directories: one under the temporary directory for the
 //! VMs' sockets and logs, and the shared directory the guests may write to.
-//! Both are private to one run (concurrent runs never share them) and carry
-//! the run's pid in their names, so that a run that starts after one killed
-//! with SIGKILL removes what it left ([`cleanup::remove_stale`]).
+//! Both are private to one run (concurrent runs never share them, other
+//! users cannot read them: `0700`, random names) and held with a lease
+//! while the run lives, so that a run that starts after one killed with
+//! SIGKILL, in any pid namespace, removes what it left
+//! ([`lease::remove_stale`]).
 
 use std::io;
 use std::path::{Path, PathBuf};
 
-use crate::cleanup::{self, Registration, Resource};
+use crate::cache::{self, CacheError};
+use crate::cancel::{self, Registration, Resource};
 use crate::events::VmId;
+use crate::lease::{self, Lease};
 
 const RUN_PREFIX: &str = "vmtest-run-";
 const SHARED_PREFIX: &str = "run-";
@@ -16,30 +20,29 @@ const SHARED_PREFIX: &str = "run-";
 /// than this falls back to `/tmp`.
 const MAX_BASE_LEN: usize = 64;
 
-/// A directory of this run, named with its pid under `parent`, where what
-/// dead runs left is removed first; registered for cleanup on Ctrl-C.
+/// A directory of this run under `parent`, where what dead runs left is
+/// removed first; registered for cleanup on [`cancel`](crate::cancel).
 struct OwnedDir {
     path: PathBuf,
     /// Keep it if it is not empty (the guests' output).
     keep_contents: bool,
     _registration: Registration,
+    _lease: Lease,
 }
 
 impl OwnedDir {
     fn create(parent: &Path, prefix: &str, keep_contents: bool) -> io::Result<OwnedDir> {
-        std::fs::create_dir_all(parent)?;
-        cleanup::remove_stale(parent, prefix, "");
-        let path = parent.join(cleanup::owned_name(prefix, ""));
+        lease::remove_stale(parent, prefix, "");
+        let (path, _lease) = lease::create_dir(parent, prefix)?;
         let resource = match keep_contents {
             true => Resource::DirIfEmpty(path.clone()),
             false => Resource::Path(path.clone()),
         };
-        let _registration = cleanup::register(resource);
-        std::fs::create_dir(&path)?;
         Ok(OwnedDir {
             path,
             keep_contents,
-            _registration,
+            _registration: cancel::register(resource),
+            _lease,
         })
     }
 }
@@ -54,7 +57,7 @@ impl Drop for OwnedDir {
     }
 }
 
-/// `$TMPDIR/vmtest-run-<pid>-<n>/`, removed with the run.
+/// `$TMPDIR/vmtest-run-<random>/`, removed with the run.
 pub(crate) struct RunDir(OwnedDir);
 
 impl RunDir {
@@ -91,14 +94,21 @@ impl Drop for VmDir {
     }
 }
 
-/// `<cache>/shared/run-<pid>-<n>/`: the one host directory guests may write
+/// `<cache>/shared/run-<random>/`: the one host directory guests may write
 /// to, empty when the run starts. Removed at the end if it is still empty;
 /// what the guests left there stays until the next run starts.
 pub(crate) struct SharedDir(OwnedDir);
 
 impl SharedDir {
-    pub(crate) fn create(cache_dir: &Path) -> io::Result<SharedDir> {
-        OwnedDir::create(&cache_dir.join("shared"), SHARED_PREFIX, true).map(SharedDir)
+    pub(crate) fn create(cache_dir: &Path) -> Result<SharedDir, CacheError> {
+        let parent = cache_dir.join("shared");
+        cache::ensure_dir(&parent)?;
+        OwnedDir::create(&parent, SHARED_PREFIX, true)
+            .map(SharedDir)
+            .map_err(|source| CacheError {
+                path: parent,
+                source,
+            })
     }
 
     pub(crate) fn path(&self) -> &Path {
@@ -113,7 +123,7 @@ mod tests {
     #[test]
     fn a_shared_dir_is_new_and_private_and_kept_only_with_contents() {
         let cache = tempfile::tempdir().unwrap();
-        let stale = cache.path().join("shared/run-99999999-1");
+        let stale = cache.path().join("shared/run-dead");
         std::fs::create_dir_all(&stale).unwrap();
         std::fs::write(stale.join("old"), "x").unwrap();
 

@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::accel::{self, Choice};
+use crate::private::{self, PrivateDirError};
+use crate::supply::user_cache_dir;
 
 /// How long a VM may take to boot before it counts as hung.
 const DEFAULT_BOOT_TIMEOUT: Duration = Duration::from_secs(90);
@@ -50,12 +52,13 @@ pub enum SettingsError {
         value: String,
         expected: &'static str,
     },
-    #[error("cannot create {path}")]
-    Directory {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Directory(#[from] PrivateDirError),
+    #[error(
+        "no place for vmtest's cache: set VMTEST_CACHE_DIR, XDG_CACHE_HOME or HOME (a shared \
+         temporary directory is never used)"
+    )]
+    NoCacheDir,
 }
 
 impl Settings {
@@ -82,14 +85,12 @@ impl Settings {
                 )
             })?,
         };
-        let cache_dir = match var("VMTEST_CACHE_DIR").filter(|dir| !dir.is_empty()) {
-            Some(dir) => PathBuf::from(dir),
-            None => default_cache_dir(),
+        let (cache_dir, setting) = match var("VMTEST_CACHE_DIR").filter(|dir| !dir.is_empty()) {
+            Some(dir) => (PathBuf::from(dir), "VMTEST_CACHE_DIR"),
+            None => default_cache_dir(&var)?,
         };
-        std::fs::create_dir_all(&cache_dir).map_err(|source| SettingsError::Directory {
-            path: cache_dir.clone(),
-            source,
-        })?;
+        // Snapshots and boot media are trusted from there: this user's alone.
+        private::ensure(&cache_dir, setting)?;
         // Canonical: shared directories under it appear at the same path in the guest.
         let cache_dir = cache_dir.canonicalize().unwrap_or(cache_dir);
         Ok(Settings {
@@ -144,18 +145,21 @@ pub(crate) fn seconds(value: &str) -> Option<Duration> {
         .filter(|duration| !duration.is_zero() && *duration <= MAX_BOOT_TIMEOUT)
 }
 
-/// `vmtest/` in the cargo target directory holding this binary, else a
-/// directory under the system's temporary one.
-fn default_cache_dir() -> PathBuf {
-    std::env::current_exe()
+/// `vmtest/` in the cargo target directory holding this binary, else the
+/// user's (`$XDG_CACHE_HOME/vmtest`, else `~/.cache/vmtest`); and what
+/// chose it. Never a shared temporary directory, where anyone could make
+/// it first.
+fn default_cache_dir(
+    var: &impl Fn(&str) -> Option<String>,
+) -> Result<(PathBuf, &'static str), SettingsError> {
+    if let Some(target) = std::env::current_exe()
         .ok()
         .and_then(|exe| target_dir(&exe))
-        .map(|target| target.join("vmtest"))
-        .unwrap_or_else(|| {
-            // SAFETY: getuid cannot fail.
-            let uid = unsafe { libc::getuid() };
-            std::env::temp_dir().join(format!("vmtest-cache-{uid}"))
-        })
+    {
+        return Ok((target.join("vmtest"), "VMTEST_CACHE_DIR"));
+    }
+    let user = user_cache_dir(var).ok_or(SettingsError::NoCacheDir)?;
+    Ok((user.join("vmtest"), "VMTEST_CACHE_DIR or XDG_CACHE_HOME"))
 }
 
 /// The nearest ancestor that cargo marked as its target directory.

@@ -23,8 +23,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 use sha2::{Digest, Sha256};
 
-use crate::cache;
-use crate::cleanup::{self, Resource};
+use crate::cache::{self, CacheError};
+use crate::cancel::{self, Resource};
+use crate::lease;
 use crate::qemu::monitor::Monitor;
 use crate::qemu::WireError;
 
@@ -78,10 +79,10 @@ pub enum SaveError {
 impl Snapshots {
     /// The snapshots of the cache in `cache_dir`, without the temporary
     /// files of writers killed with SIGKILL.
-    pub(crate) fn open(cache_dir: &Path) -> io::Result<Snapshots> {
+    pub(crate) fn open(cache_dir: &Path) -> Result<Snapshots, CacheError> {
         let dir = cache_dir.join("snapshots");
-        fs::create_dir_all(&dir)?;
-        cleanup::remove_stale(&dir, TEMP_PREFIX, TEMP_SUFFIX);
+        cache::ensure_dir(&dir)?;
+        lease::remove_stale(&dir, TEMP_PREFIX, TEMP_SUFFIX);
         Ok(Snapshots { dir })
     }
 
@@ -107,8 +108,16 @@ impl Snapshots {
         console: &Path,
         deadline: Instant,
     ) -> Result<(), SaveError> {
-        let temp = self.dir.join(cleanup::owned_name(TEMP_PREFIX, TEMP_SUFFIX));
-        let _registration = cleanup::register(Resource::Path(temp.clone()));
+        // Held while QEMU writes it (it opens the path anew: the lock is
+        // the file's).
+        let (temp, _held) =
+            lease::create_file(&self.dir, TEMP_PREFIX, TEMP_SUFFIX).map_err(|source| {
+                SaveError::Io {
+                    path: self.dir.clone(),
+                    source,
+                }
+            })?;
+        let _registration = cancel::register(Resource::Path(temp.clone()));
         let shell_path = shell_quoted(&temp).ok_or_else(|| SaveError::Path(temp.clone()))?;
         let saved = monitor.save(&format!("cat > {shell_path}"), deadline);
         let kept = saved.map_err(SaveError::from).and_then(|()| {

@@ -15,7 +15,7 @@ use vmtest_engine::{
 use crate::plan::{self, PlannedTest};
 use crate::reporter::LibtestReporter;
 use crate::resolve::{gated, shape_of, ShapeError};
-use crate::{guest, registry, runner};
+use crate::{guest, registry, runner, signals};
 
 /// Runs the test binary: inside a guest, the tests the host asks for; on
 /// the host, the tests selected by the command line, each in its VM.
@@ -24,9 +24,14 @@ use crate::{guest, registry, runner};
 /// libtest's exit code (101 when a test failed), after shutting down every VM.
 pub fn main() -> ! {
     vmtest_engine::serve_if_requested(Some(guest::run_test));
+    let interrupted = signals::watch();
     let args = Arguments::from_args();
     let env = |var: &str| std::env::var(var).ok();
     let conclusion = run(&args, plan::plan(&registry::all(), env));
+    // Every VM is down and every file gone by now.
+    if let Some(signal) = interrupted.signal() {
+        std::process::exit(128 + signal);
+    }
     conclusion.exit()
 }
 

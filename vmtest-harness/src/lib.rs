@@ -50,6 +50,7 @@ mod registry;
 mod reporter;
 mod resolve;
 mod runner;
+mod signals;
 mod vars;
 mod version;
 

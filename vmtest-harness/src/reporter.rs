@@ -66,9 +66,6 @@ impl Reporter for LibtestReporter {
                     eprint!("{note}");
                 }
             }
-            Event::Cancelled { vms, .. } => {
-                eprintln!("vmtest: interrupted; {vms} VM(s) stopped");
-            }
             _ => {}
         }
     }

@@ -193,10 +193,6 @@ impl Reporter for Ui {
                     self.face.stage(index, &Stage::Done(Verdict::of(finished)));
                 }
             }
-            Event::Cancelled { vms, .. } => {
-                self.face
-                    .notice(&format!("interrupted; {vms} VM(s) stopped"));
-            }
             _ => {}
         }
     }

@@ -341,7 +341,10 @@ mod tests {
         assert_eq!(reader.next_message(), Ok(None));
         assert!(reader.buffer.len() - reader.start <= 1000);
         reader.push(b"end of the long line\nshort\n");
-        assert_eq!(reader.next_message(), Ok(Some(Incoming::Line(b"short".to_vec()))));
+        assert_eq!(
+            reader.next_message(),
+            Ok(Some(Incoming::Line(b"short".to_vec())))
+        );
         let huge = to_line(&Reply::Output {
             id: 1,
             stream: Stream::Stdout,

@@ -1,10 +1,11 @@
 //! The QEMU process: spawned in its own process group, tied to our life with
-//! a parent-death signal, registered for cleanup on Ctrl-C, killed and
-//! reaped when dropped.
+//! a parent-death signal, registered for [`cancel`](crate::cancel) until it
+//! is reaped (a reaped id may be reused: the registration goes first),
+//! killed and reaped when dropped.
 
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -13,7 +14,10 @@ use std::sync::{Mutex, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::cleanup::{self, Registration, Resource};
+use rustix::event::{PollFd, PollFlags, Timespec};
+use rustix::process::{Pid, PidfdFlags, Signal, WaitId, WaitIdOptions};
+
+use crate::cancel::{self, Registration, Resource};
 
 /// A running QEMU.
 pub(crate) struct QemuProcess {
@@ -21,7 +25,8 @@ pub(crate) struct QemuProcess {
     /// Readable once QEMU has exited: waits need no polling.
     pidfd: Option<OwnedFd>,
     stderr_log: PathBuf,
-    _registration: Registration,
+    /// Until QEMU is reaped.
+    registration: Option<Registration>,
 }
 
 /// Why QEMU could not be started.
@@ -79,10 +84,8 @@ impl QemuProcess {
         unsafe {
             command.pre_exec(|| {
                 // If we die without cleaning up (SIGKILL), QEMU dies too.
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                    return Err(io::Error::last_os_error());
-                }
-                Ok(())
+                rustix::process::set_parent_process_death_signal(Some(Signal::KILL))
+                    .map_err(io::Error::from)
             });
         }
         let child = spawn_from_long_lived_thread(command).map_err(|source| {
@@ -94,12 +97,13 @@ impl QemuProcess {
                 failed(source)
             }
         })?;
-        let _registration = cleanup::register(Resource::Qemu(child.id()));
+        let registration = Some(cancel::register(Resource::Qemu(child.id())));
         Ok(Self {
-            pidfd: pidfd_open(child.id()),
+            pidfd: pid(child.id())
+                .and_then(|pid| rustix::process::pidfd_open(pid, PidfdFlags::empty()).ok()),
             child,
             stderr_log: stderr_log.to_path_buf(),
-            _registration,
+            registration,
         })
     }
 
@@ -108,8 +112,18 @@ impl QemuProcess {
         self.child.id()
     }
 
-    /// `Some` once QEMU has exited.
+    /// `Some` once QEMU has exited (and is reaped).
     pub(crate) fn exit_status(&mut self) -> Option<ExitStatus> {
+        if self.registration.is_some() {
+            let exited = pid(self.child.id()).is_none_or(|pid| {
+                let options = WaitIdOptions::EXITED | WaitIdOptions::NOHANG | WaitIdOptions::NOWAIT;
+                !matches!(rustix::process::waitid(WaitId::Pid(pid), options), Ok(None))
+            });
+            if !exited {
+                return None;
+            }
+            self.registration = None;
+        }
         self.child.try_wait().ok().flatten()
     }
 
@@ -126,14 +140,12 @@ impl QemuProcess {
             }
             match &self.pidfd {
                 Some(pidfd) => {
-                    let mut fd = libc::pollfd {
-                        fd: pidfd.as_raw_fd(),
-                        events: libc::POLLIN,
-                        revents: 0,
-                    };
-                    let ms = left.as_millis().clamp(1, i32::MAX as u128) as i32;
-                    // SAFETY: one valid pollfd.
-                    unsafe { libc::poll(&mut fd, 1, ms) };
+                    let mut fds = [PollFd::new(pidfd, PollFlags::IN)];
+                    let timeout = Timespec::try_from(left).unwrap_or(Timespec {
+                        tv_sec: i64::MAX,
+                        tv_nsec: 0,
+                    });
+                    let _ = rustix::event::poll(&mut fds, Some(&timeout));
                 }
                 // No pidfd (a kernel before 5.3): look again shortly.
                 None => thread::sleep(left.min(Duration::from_millis(5))),
@@ -145,6 +157,7 @@ impl QemuProcess {
     pub(crate) fn kill(&mut self) {
         if self.exit_status().is_none() {
             kill_group(self.child.id());
+            self.registration = None;
             let _ = self.child.wait();
         }
     }
@@ -164,22 +177,15 @@ impl Drop for QemuProcess {
     }
 }
 
-/// A pidfd for our child (close-on-exec, as they all are), if the kernel
-/// has them (Linux 5.3).
-fn pidfd_open(pid: u32) -> Option<OwnedFd> {
-    // SAFETY: plain syscall; a new descriptor on success.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    // SAFETY: the kernel just created it; we are its only owner.
-    (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd as i32) })
+/// A process id as rustix takes it.
+fn pid(id: u32) -> Option<Pid> {
+    i32::try_from(id).ok().and_then(Pid::from_raw)
 }
 
-/// SIGKILL to QEMU's process group.
-pub(crate) fn kill_group(pid: u32) {
-    if let Ok(pid) = i32::try_from(pid) {
-        // SAFETY: plain syscall; a stale group id at worst gets ESRCH.
-        unsafe {
-            libc::kill(-pid, libc::SIGKILL);
-        }
+/// SIGKILL to QEMU's process group (whose leader, QEMU, is not reaped yet).
+pub(crate) fn kill_group(id: u32) {
+    if let Some(pid) = pid(id) {
+        let _ = rustix::process::kill_process_group(pid, Signal::KILL);
     }
 }
 

@@ -40,6 +40,8 @@ pub enum FetchError {
         expected: String,
         actual: String,
     },
+    #[error("the download of {url} was cancelled")]
+    Cancelled { url: String },
     #[error(transparent)]
     Cache(#[from] CacheError),
 }
@@ -95,6 +97,12 @@ pub(super) fn fetch(
         let mut buffer = vec![0u8; 1 << 16];
         let mut reported = Instant::now();
         loop {
+            if crate::cancel::cancelled() {
+                failure = Some(FetchError::Cancelled {
+                    url: url.to_string(),
+                });
+                return Err(io::Error::other("cancelled"));
+            }
             let read = match body.read(&mut buffer) {
                 Ok(0) => break,
                 Ok(read) => read,

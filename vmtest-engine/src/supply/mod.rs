@@ -26,7 +26,7 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 
 use crate::cache::{self, CacheError};
-use crate::cleanup::{self, Resource};
+use crate::cancel::{self, Resource};
 use crate::contract::boot::hex;
 use crate::events::Event;
 use crate::settings::{self, SettingsError};
@@ -114,6 +114,8 @@ impl Supply {
             Some((address, digest)) => (address, Some(digest)),
             None => (url, None),
         };
+        // What the cache holds is trusted: it must be this user's alone.
+        cache::ensure_dir(&self.root)?;
         let (blob, digest) = self.blob(address, expected, report)?;
         let name = url_file_name(address);
         let unpacked = self.root.join("unpacked").join(&digest);
@@ -179,15 +181,14 @@ impl Supply {
         report: &dyn Fn(&Event),
     ) -> Result<(), SupplyError> {
         let parent = unpacked.parent().expect("under the cache's root");
-        let temp = parent.join(cache::temp_name());
-        let _registration = cleanup::register(Resource::Path(temp.clone()));
+        let (temp, _lease) = cache::temp_dir(parent)?;
+        let _registration = cancel::register(Resource::Path(temp.clone()));
         let io = |source| {
             SupplyError::Cache(CacheError {
                 path: temp.clone(),
                 source,
             })
         };
-        std::fs::create_dir_all(&temp).map_err(io)?;
         let made = (|| {
             deb::unpack(blob, &temp)?;
             if let Some(modules) = modules_package(url) {
@@ -216,10 +217,7 @@ impl Supply {
 fn place_image(blob: &Path, image: &Path) -> Result<(), SupplyError> {
     let dir = image.parent().expect("under its digest's directory");
     let name = image.file_name().expect("named after its URL");
-    std::fs::create_dir_all(dir).map_err(|source| CacheError {
-        path: dir.to_path_buf(),
-        source,
-    })?;
+    cache::ensure_dir(dir)?;
     match std::fs::hard_link(blob, image) {
         Ok(()) => Ok(()),
         // Another run placed it first: theirs is the same.

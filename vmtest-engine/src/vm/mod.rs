@@ -705,7 +705,8 @@ impl Shared {
             state.death = Some(Arc::clone(&death));
             state.phase == Phase::Ready
         });
-        if was_ready {
+        // A cancelled run's VMs die by design: nothing to tell.
+        if was_ready && !crate::cancel::cancelled() {
             self.reporter.report(&Event::VmDied {
                 vm: self.vm,
                 shape: Arc::clone(&self.shape),
