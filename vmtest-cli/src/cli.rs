@@ -2,6 +2,7 @@
 //! shell, or the targets of a `vmtest.toml`.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use clap::Parser;
 use regex::Regex;
@@ -14,9 +15,9 @@ const AFTER_HELP: &str = "\
 With a COMMAND (or `-` for an interactive shell), runs it in a guest booted from
 KERNEL; without one, runs every [[target]] of ./vmtest.toml (or -c FILE).
 
-Exit codes: the command's for one target (128 + N if signal N killed it, 69 if
-the VM could not be brought up); the number of failed targets for several;
-64 for a bad command line or configuration.
+Exit codes: the command's for one target (128 + N if signal N killed it, 124 if
+it outlived --timeout, 69 if the VM could not be brought up); the number of
+failed targets for several; 64 for a bad command line or configuration.
 
 Environment:
   VMTEST_KERNEL   the kernel when -k is not given
@@ -59,6 +60,11 @@ pub struct Args {
     /// QEMU's -cpu under KVM (default: host)
     #[arg(long)]
     pub kvm_cpu_args: Option<String>,
+    /// Fail the command, and stop its VM, after this long (90s, 2m, 1h;
+    /// a plain number is seconds); for a configuration, the targets without
+    /// a `timeout` of their own. Default: none
+    #[arg(long, value_parser = config::parse_timeout)]
+    pub timeout: Option<Duration>,
     /// The command, run by `bash -c` in the current directory; `-` for an
     /// interactive shell
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -116,6 +122,10 @@ impl Args {
             let targets: Vec<Target> = config::load(&file)?
                 .into_iter()
                 .filter(|target| filter.is_match(&target.name))
+                .map(|target| Target {
+                    timeout: target.timeout.or(self.timeout),
+                    ..target
+                })
                 .collect();
             if targets.is_empty() {
                 return Err(UsageError::Other(format!(
@@ -182,6 +192,7 @@ impl Args {
             qemu_command: self.qemu_command.clone(),
             extra_args: Vec::new(),
             kvm_cpu_args: self.kvm_cpu_args.clone(),
+            timeout: self.timeout,
         };
         Ok(match shell {
             true => Mode::Shell { target, note },

@@ -2,18 +2,22 @@
 //! `name`, `kernel` or `image`, `uefi`, `kernel_args`, `rootfs`, `arch`,
 //! `qemu_command`, `kvm_cpu_args`, `command`, and `[target.vm]` with
 //! `num_cpus`, `memory`, `mounts` (`host_path`, `writable`), `bios`,
-//! `extra_args`.
+//! `extra_args`; and one field of ours, `timeout` (`"90s"`, `"2m"`, or a
+//! number of seconds).
 //!
 //! Every mistake is found before anything boots, and each is reported with
 //! the file, the line, the target and the field: unknown fields, a target
 //! with both or neither of `kernel` and `image`, an empty command, an `arch`
-//! other than x86_64, paths that do not exist, values out of range.
+//! other than x86_64, paths that do not exist, values out of range. A
+//! kernel that does not exist is no mistake in the file: it fails its
+//! target alone, as in danobi/vmtest.
 //! Relative paths are relative to the file's directory.
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
 use toml::Spanned;
@@ -43,6 +47,8 @@ pub struct Target {
     pub qemu_command: Option<PathBuf>,
     pub extra_args: Vec<String>,
     pub kvm_cpu_args: Option<String>,
+    /// The command fails, and its VM is stopped, after this long.
+    pub timeout: Option<Duration>,
 }
 
 /// What a target boots.
@@ -120,8 +126,17 @@ struct RawTarget {
     arch: Option<Spanned<String>>,
     qemu_command: Option<PathBuf>,
     command: Option<Spanned<String>>,
+    timeout: Option<Spanned<RawDuration>>,
     #[serde(default)]
     vm: RawVm,
+}
+
+/// A duration as written: a number of seconds, or text with a unit.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawDuration {
+    Seconds(i64),
+    Text(String),
 }
 
 #[derive(Deserialize, Default)]
@@ -350,6 +365,15 @@ impl Checker<'_> {
                 DEFAULT_MEMORY_MIB
             }),
         };
+        let timeout = raw.timeout.as_ref().and_then(|timeout| {
+            let parsed = match timeout.get_ref() {
+                RawDuration::Seconds(seconds) => parse_timeout(&format!("{seconds}s")),
+                RawDuration::Text(text) => parse_timeout(text),
+            };
+            parsed
+                .map_err(|message| self.problem(timeout.span(), format!("`timeout`: {message}")))
+                .ok()
+        });
         let mut mounts = Vec::new();
         for (guest, mount) in &raw.vm.mounts {
             let guest_path = PathBuf::from(guest);
@@ -377,6 +401,7 @@ impl Checker<'_> {
             qemu_command: raw.qemu_command,
             extra_args: raw.vm.extra_args,
             kvm_cpu_args: raw.kvm_cpu_args,
+            timeout,
         })
     }
 
@@ -393,10 +418,12 @@ impl Checker<'_> {
         match (&raw.kernel, &raw.image) {
             (Some(kernel), None) => {
                 self.misplaced(&image_only, "image");
-                // A URL is fetched before anything boots.
+                // A URL is fetched before anything boots. A kernel that is
+                // missing fails its own target when it runs, as in
+                // danobi/vmtest, and the other targets run.
                 let kernel = match kernel.get_ref().to_str().filter(|kernel| is_url(kernel)) {
                     Some(url) => PathBuf::from(url),
-                    None => self.existing("kernel", kernel, false),
+                    None => self.resolve(kernel.get_ref()),
                 };
                 let rootfs = match &raw.rootfs {
                     Some(rootfs) => self.existing("rootfs", rootfs, true),
@@ -457,6 +484,32 @@ impl Checker<'_> {
             }
         }
     }
+}
+
+/// A timeout: a number and a unit (`500ms`, `90s`, `2m`, `1h`), or a
+/// number of seconds; more than zero, at most a week.
+pub fn parse_timeout(text: &str) -> Result<Duration, String> {
+    const WEEK: Duration = Duration::from_secs(7 * 24 * 3600);
+    let trimmed = text.trim();
+    let digits = trimmed.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+    let number: f64 = digits
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration such as \"90s\" or \"2m\""))?;
+    let seconds_per_unit = match &trimmed[digits.len()..] {
+        "ms" => 0.001,
+        "" | "s" => 1.0,
+        "m" => 60.0,
+        "h" => 3600.0,
+        unit => {
+            return Err(format!(
+                "{text:?} has an unknown unit {unit:?}: use ms, s, m or h"
+            ))
+        }
+    };
+    Duration::try_from_secs_f64(number * seconds_per_unit)
+        .ok()
+        .filter(|duration| !duration.is_zero() && *duration <= WEEK)
+        .ok_or_else(|| format!("{text:?} is not a duration of more than zero and at most a week"))
 }
 
 /// A memory size as QEMU's `-m` reads it (`512M`, `4G`, `4096` in MiB), in MiB.
@@ -592,6 +645,7 @@ bios = "disk.qcow2"
         .unwrap();
         let all = &targets[0];
         assert_eq!((all.cpus, all.memory_mib), (4, 1024));
+        assert_eq!(all.timeout, None);
         assert_eq!(all.extra_args, ["-device", "virtio-rng-pci"]);
         assert_eq!(all.kvm_cpu_args.as_deref(), Some("host,+avx"));
         assert_eq!(
@@ -609,12 +663,39 @@ bios = "disk.qcow2"
     }
 
     #[test]
+    fn a_missing_kernel_is_no_mistake_in_the_file_and_timeouts_are_read() {
+        let dir = fixture();
+        let targets = check(
+            dir.path(),
+            "[[target]]\nname = \"gone\"\nkernel = \"missing\"\ncommand = \"true\"\ntimeout = 90\n\
+             [[target]]\nname = \"here\"\nkernel = \"kernels/vmlinuz-6.12\"\ncommand = \"true\"\ntimeout = \"1.5m\"\n",
+        )
+        .unwrap();
+        let Boot::Kernel { kernel, .. } = &targets[0].boot else {
+            panic!("a kernel target")
+        };
+        assert_eq!(kernel, &dir.path().join("missing"));
+        assert_eq!(targets[0].timeout, Some(Duration::from_secs(90)));
+        assert_eq!(targets[1].timeout, Some(Duration::from_secs(90)));
+        for (text, seconds) in [("500ms", 0.5), ("2m", 120.0), ("1h", 3600.0), ("7", 7.0)] {
+            assert_eq!(
+                parse_timeout(text),
+                Ok(Duration::from_secs_f64(seconds)),
+                "{text}"
+            );
+        }
+        for bad in ["0s", "-1s", "2d", "", "inf", "9999999h"] {
+            assert!(parse_timeout(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn mistakes_name_the_file_line_target_and_field() {
         let dir = fixture();
         let d = dir.path();
         assert_eq!(
             errors(d, "[[target]]\nname = \"a\"\nkernl = \"k\"\ncommand = \"true\"\n"),
-            ["D/vmtest.toml:3: target \"a\": unknown field `kernl`, expected one of `name`, `image`, `uefi`, `kernel`, `kernel_args`, `kvm_cpu_args`, `rootfs`, `arch`, `qemu_command`, `command`, `vm`"]
+            ["D/vmtest.toml:3: target \"a\": unknown field `kernl`, expected one of `name`, `image`, `uefi`, `kernel`, `kernel_args`, `kvm_cpu_args`, `rootfs`, `arch`, `qemu_command`, `command`, `timeout`, `vm`"]
         );
         assert_eq!(
             errors(d, "[[target]]\nname = \"a\"\nkernel = \"kernels/vmlinuz-6.12\"\nimage = \"disk.qcow2\"\ncommand = \"true\"\n"),
@@ -638,9 +719,9 @@ bios = "disk.qcow2"
         assert_eq!(
             errors(
                 d,
-                "[[target]]\nname = \"a\"\nkernel = \"missing\"\ncommand = \"true\"\n"
+                "[[target]]\nname = \"a\"\nkernel = \"kernels/vmlinuz-6.12\"\ncommand = \"true\"\ntimeout = \"soon\"\n"
             ),
-            ["D/vmtest.toml:3: target \"a\": `kernel` D/missing does not exist"]
+            ["D/vmtest.toml:5: target \"a\": `timeout`: \"soon\" is not a duration such as \"90s\" or \"2m\""]
         );
         assert_eq!(
             errors(d, "[[target]]\nname = \"a\"\nkernel = \"kernels/vmlinuz-6.12\"\ncommand = \"true\"\n[target.vm]\nmemory = \"lots\"\nnum_cpus = 0\n"),

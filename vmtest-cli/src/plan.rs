@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use vmtest_engine::{Command, Job, Mount, VmShape, Work};
+use vmtest_engine::{Command, ImageJob, Job, Mount, VmShape, Work};
 
 use crate::config::{Boot, Target};
 
@@ -19,22 +19,7 @@ pub enum Planned {
     /// A kernel booted on the host's root (or a rootfs): an engine job.
     Kernel(Job),
     /// A disk image that runs qemu-guest-agent itself.
-    Image(ImageRun),
-}
-
-/// A disk-image target.
-#[derive(Debug, Clone)]
-pub struct ImageRun {
-    pub name: String,
-    pub image: PathBuf,
-    pub uefi: bool,
-    pub bios: Option<PathBuf>,
-    pub command: String,
-    pub cpus: u32,
-    pub memory_mib: u32,
-    pub shared: PathBuf,
-    pub qemu_command: Option<PathBuf>,
-    pub extra_args: Vec<String>,
+    Image(ImageJob),
 }
 
 /// The job for `target`, whose configuration is in `dir`.
@@ -72,21 +57,22 @@ pub fn plan(target: &Target, dir: &Path) -> Planned {
                     cwd: on_host_root.then_some(shared),
                     ..bash(&target.command)
                 }),
-                timeout: None,
+                timeout: target.timeout,
                 allowed_splats: Vec::new(),
             })
         }
-        Boot::Image { image, uefi, bios } => Planned::Image(ImageRun {
+        Boot::Image { image, uefi, bios } => Planned::Image(ImageJob {
             name: target.name.clone(),
             image: image.clone(),
             uefi: *uefi,
-            bios: bios.clone(),
-            command: target.command.clone(),
+            firmware: bios.clone(),
             cpus: target.cpus,
             memory_mib: target.memory_mib,
-            shared,
-            qemu_command: target.qemu_command.clone(),
-            extra_args: target.extra_args.clone(),
+            qemu_binary: target.qemu_command.clone(),
+            qemu_args: target.extra_args.clone(),
+            shared: Some((shared, SHARED_MOUNT.into())),
+            command: bash(&target.command),
+            timeout: target.timeout,
         }),
     }
 }

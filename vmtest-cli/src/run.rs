@@ -180,6 +180,7 @@ pub fn exit_code(results: &[Finished]) -> i32 {
         [finished] => match finished.outcome {
             Outcome::Exited { code } => code,
             Outcome::Signaled { signal } => exit_codes::SIGNAL_BASE + signal,
+            Outcome::TimedOut { .. } => exit_codes::TIMED_OUT,
             _ => exit_codes::UNAVAILABLE,
         },
         results => {

@@ -363,9 +363,25 @@ const NEWROOT_MOUNTS: &[Mount] = &[
     Mount("/newroot/sys",                "/sys",    "",        MS_MOVE, "",          Required),
 ];
 
+/// The links udev would make in `/dev`, which programs expect (bash's
+/// process substitution, `cat /dev/stdin`): `/dev/fd` and the standard
+/// streams.
+const DEV_LINKS: [(&str, &str); 4] = [
+    ("/dev/fd", "/proc/self/fd"),
+    ("/dev/stdin", "/proc/self/fd/0"),
+    ("/dev/stdout", "/proc/self/fd/1"),
+    ("/dev/stderr", "/proc/self/fd/2"),
+];
+
 /// The pseudo file systems, then the command line (needs `/proc`).
 fn mount_early() -> Result<()> {
     mount_all(EARLY_MOUNTS)?;
+    for (link, target) in DEV_LINKS {
+        match std::os::unix::fs::symlink(target, link) {
+            Err(err) if err.kind() != ErrorKind::AlreadyExists => warn!("link {link}: {err}"),
+            _ => {}
+        }
+    }
     match OpenOptions::new().write(true).open("/dev/kmsg") {
         Ok(kmsg) => _ = KMSG.set(kmsg),
         Err(err) => warn!("open /dev/kmsg: {err}; logging to the console"),

@@ -7,10 +7,11 @@
 //! that the next run removes it after a SIGKILL. Every cache directory is
 //! this user's alone ([`crate::private`]).
 
-use std::fs::{self, File};
+use std::fs::{self, File, FileTimes};
 use std::io::{self, BufWriter};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
 
 use crate::cancel::{self, Resource};
 use crate::contract::boot::hex;
@@ -118,6 +119,122 @@ pub(crate) fn temp_dir(dir: &Path) -> Result<(PathBuf, lease::Lease), CacheError
     })
 }
 
+/// How much of one kind of cache entry is kept.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    /// The most disk the kind's entries take together.
+    pub max_bytes: u64,
+    /// How long an entry may go unused.
+    pub max_idle: Duration,
+}
+
+const DAY: Duration = Duration::from_secs(24 * 60 * 60);
+const GIB: u64 = 1 << 30;
+
+/// Snapshots of booted guests (`snapshots/`).
+pub(crate) const SNAPSHOTS: Limits = Limits {
+    max_bytes: 2 * GIB,
+    max_idle: Duration::from_secs(14 * DAY.as_secs()),
+};
+/// Extracted kernels and initramfs images (`vmlinux-*`, `initramfs-*`).
+pub(crate) const BOOT_MEDIA: Limits = Limits {
+    max_bytes: 2 * GIB,
+    max_idle: Duration::from_secs(14 * DAY.as_secs()),
+};
+/// Downloaded kernels and packages, and what they unpacked to (`blobs/`,
+/// `unpacked/`), each.
+pub(crate) const DOWNLOADS: Limits = Limits {
+    max_bytes: 4 * GIB,
+    max_idle: Duration::from_secs(30 * DAY.as_secs()),
+};
+/// Small records: which media a kernel was prepared into (`prepared/`),
+/// what QEMU said of itself (`qemu/`), which download a URL gave (`urls/`).
+pub(crate) const RECORDS: Limits = Limits {
+    max_bytes: 64 << 20,
+    max_idle: Duration::from_secs(30 * DAY.as_secs()),
+};
+
+/// Marks `path` (a file or a directory) as just used, for [`prune`]: a
+/// file's access time, never its modification time, which is part of the
+/// identity of the files snapshots are named after ([`file_identity`]); a
+/// directory's modification time (listing a directory may touch its access
+/// time, and [`prune`] lists them).
+pub(crate) fn mark_used(path: &Path) {
+    let Ok(file) = File::open(path) else { return };
+    let now = FileTimes::new();
+    let _ = match path.is_dir() {
+        true => file.set_times(now.set_modified(SystemTime::now())),
+        false => file.set_times(now.set_accessed(SystemTime::now())),
+    };
+}
+
+/// When `metadata`'s entry was last used, as [`mark_used`] marks it.
+fn last_used(metadata: &fs::Metadata) -> Option<SystemTime> {
+    let modified = metadata.modified().ok()?;
+    match metadata.is_dir() {
+        true => Some(modified),
+        false => Some(metadata.accessed().ok()?.max(modified)),
+    }
+}
+
+/// Removes the entries of `dir` (files or directories) whose name `kind`
+/// accepts that went unused (neither used nor written) longer than
+/// `limits.max_idle`, then the least recently used until the rest take at
+/// most `limits.max_bytes` of disk.
+/// The most recently used one stays whatever its size. Entries being
+/// written (temporary names) are left alone. Best effort.
+pub(crate) fn prune(dir: &Path, kind: impl Fn(&str) -> bool, limits: Limits) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    let mut found: Vec<(SystemTime, u64, PathBuf)> = entries
+        .flatten()
+        .filter(|entry| {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            !name.starts_with('.') && kind(&name)
+        })
+        .filter_map(|entry| {
+            let metadata = entry.path().symlink_metadata().ok()?;
+            Some((last_used(&metadata)?, disk_use(&entry.path()), entry.path()))
+        })
+        .collect();
+    found.sort();
+    let unused_since = SystemTime::now()
+        .checked_sub(limits.max_idle)
+        .unwrap_or(SystemTime::UNIX_EPOCH);
+    let mut total: u64 = found.iter().map(|(_, bytes, _)| bytes).sum();
+    let newest = found.pop();
+    for (used, bytes, path) in found {
+        if total <= limits.max_bytes && used >= unused_since {
+            break;
+        }
+        let removed = match path.is_dir() {
+            true => fs::remove_dir_all(&path),
+            false => fs::remove_file(&path),
+        };
+        if removed.is_ok() {
+            total -= bytes;
+        }
+    }
+    drop(newest);
+}
+
+/// The disk `path` takes, with everything under it.
+fn disk_use(path: &Path) -> u64 {
+    let Ok(metadata) = path.symlink_metadata() else {
+        return 0;
+    };
+    let own = metadata.blocks() * 512;
+    if !metadata.is_dir() {
+        return own;
+    }
+    let inside: u64 = fs::read_dir(path)
+        .map(|entries| entries.flatten().map(|entry| disk_use(&entry.path())).sum())
+        .unwrap_or(0);
+    own + inside
+}
+
 /// Removes temporary files that writers killed with SIGKILL left in `dir`.
 pub(crate) fn remove_stale(dir: &Path) {
     // Files and directories alike (directories carry no suffix).
@@ -170,6 +287,61 @@ mod tests {
         });
         assert_eq!(names(dir.path()), ["same"]);
         assert_eq!(fs::read(dir.path().join("same")).unwrap(), vec![7; 100_000]);
+    }
+
+    #[test]
+    fn pruning_removes_the_long_unused_then_the_least_recently_used() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = SystemTime::now();
+        let hour = Duration::from_secs(3600);
+        for (name, age_hours) in [("a", 1), ("b", 2), ("c", 3), ("old", 100)] {
+            let path = dir.path().join(name);
+            fs::create_dir(&path).unwrap();
+            fs::write(path.join("data"), vec![1u8; 8192]).unwrap();
+            let then = now - hour * age_hours;
+            let times = FileTimes::new().set_accessed(then).set_modified(then);
+            File::open(&path).unwrap().set_times(times).unwrap();
+        }
+        fs::write(dir.path().join("other-kind"), vec![1u8; 100_000]).unwrap();
+        fs::write(dir.path().join(".being-written"), "").unwrap();
+        let one = disk_use(&dir.path().join("a"));
+        assert!(one >= 8192, "{one}");
+        let kind = |name: &str| name.len() <= 3;
+        // "old" went unused too long; "c" is the least recently used of the
+        // rest, which then fit.
+        prune(
+            dir.path(),
+            kind,
+            Limits {
+                max_bytes: 2 * one,
+                max_idle: 10 * hour,
+            },
+        );
+        assert_eq!(
+            names(dir.path()),
+            [".being-written", "a", "b", "other-kind"]
+        );
+        mark_used(&dir.path().join("b"));
+        let file = dir.path().join("b/data");
+        let before = fs::metadata(&file).unwrap().modified().unwrap();
+        mark_used(&file);
+        let after = fs::metadata(&file).unwrap();
+        assert_eq!(
+            after.modified().unwrap(),
+            before,
+            "a used file keeps its identity"
+        );
+        assert!(after.accessed().unwrap() > before);
+        // Nothing fits: the most recently used stays anyway.
+        prune(
+            dir.path(),
+            kind,
+            Limits {
+                max_bytes: 0,
+                max_idle: 10 * hour,
+            },
+        );
+        assert_eq!(names(dir.path()), [".being-written", "b", "other-kind"]);
     }
 
     #[test]

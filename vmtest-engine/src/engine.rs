@@ -136,6 +136,7 @@ impl Engine {
             reason: settings.accel.reason.clone(),
         });
         cache::remove_stale(&settings.cache_dir);
+        crate::boot::prune_cache(&settings.cache_dir);
         let run_dir = RunDir::create().map_err(|source| SetupError::RunDir {
             path: std::env::temp_dir(),
             source,

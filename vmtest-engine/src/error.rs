@@ -53,6 +53,11 @@ pub enum SetupError {
     Server(#[source] std::io::Error),
     #[error("the run was cancelled")]
     Cancelled,
+    #[error(
+        "the guest agent of {image} says the command ended, but gives neither its exit code \
+         nor the signal that killed it"
+    )]
+    NoExitStatus { image: PathBuf },
     #[error("the guest could not start the job: {0}")]
     Refused(String),
     #[error(transparent)]

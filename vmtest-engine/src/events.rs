@@ -71,6 +71,12 @@ pub enum Event {
         name: Arc<str>,
         finished: Arc<Finished>,
     },
+    /// A guest's coverage profiles could not be copied where
+    /// `LLVM_PROFILE_FILE` says.
+    ProfilesLost {
+        destination: std::path::PathBuf,
+        reason: String,
+    },
     /// A kernel is being downloaded: `received` bytes of `total` so far.
     Downloading {
         url: String,

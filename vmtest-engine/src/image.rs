@@ -73,6 +73,8 @@ pub struct ImageJob {
     pub shared: Option<(PathBuf, PathBuf)>,
     /// Run in the shared directory's guest path, if there is one.
     pub command: Command,
+    /// Failed, and the image shut down, after this long; `None`: no limit.
+    pub timeout: Option<Duration>,
 }
 
 /// Boots `job`'s image as VM `vm`, runs its command as job `id`.
@@ -89,6 +91,20 @@ pub(crate) fn run(context: &Context, vm: u64, id: JobId, job: &ImageJob) -> Fini
         splats: Vec::new(),
         output,
         duration: started.elapsed(),
+    }
+}
+
+/// Why no exit status came.
+enum Ended {
+    /// The agent stopped answering.
+    Lost(WireError),
+    /// The agent says the process ended, but not how.
+    Unknown,
+}
+
+impl From<WireError> for Ended {
+    fn from(error: WireError) -> Ended {
+        Ended::Lost(error)
     }
 }
 
@@ -222,10 +238,15 @@ impl Session {
                 dir = quote(guest.as_os_str().as_bytes())
             );
             match self.exec("sh", &["-c".into(), mount]) {
-                Ok(ExitStatus::Exited(0)) => {}
+                Ok(Some(ExitStatus::Exited(0))) => {}
                 other => {
+                    let how = match other {
+                        Ok(status) => format!("{status:?}"),
+                        Err(Ended::Lost(error)) => error.to_string(),
+                        Err(Ended::Unknown) => "no exit status".into(),
+                    };
                     let note = format!(
-                        "vmtest: cannot mount the shared directory at {} in the image ({other:?}); \
+                        "vmtest: cannot mount the shared directory at {} in the image ({how}); \
                          going on without it (does its kernel have 9p?)\n",
                         guest.display()
                     );
@@ -247,29 +268,46 @@ impl Session {
             name: Arc::from(job.name.as_str()),
             vm: self.vm,
         });
-        let status = match self.wait(pid) {
-            Ok(status) => status,
-            Err(error) => return self.lost(error),
+        let deadline = job.timeout.map(|timeout| Instant::now() + timeout);
+        let status = match self.wait(pid, deadline) {
+            Ok(Some(status)) => status,
+            // The image is shut down with the command in it.
+            Ok(None) => {
+                return Outcome::TimedOut {
+                    after: job.timeout.unwrap_or_default(),
+                }
+            }
+            Err(Ended::Lost(error)) => return self.lost(error),
+            Err(Ended::Unknown) => {
+                return Outcome::SetupFailed(Arc::new(SetupError::NoExitStatus {
+                    image: job.image.clone(),
+                }))
+            }
         };
         self.settle();
         Outcome::of(status, None)
     }
 
     /// Runs `program args` through the agent and waits for it.
-    fn exec(&mut self, program: &str, args: &[String]) -> Result<ExitStatus, WireError> {
+    fn exec(&mut self, program: &str, args: &[String]) -> Result<Option<ExitStatus>, Ended> {
         let pid = self.agent.spawn(program, args.to_vec())?;
-        self.wait(pid)
+        self.wait(pid, None)
     }
 
-    /// Waits for the agent's process `pid` to end.
-    fn wait(&mut self, pid: i64) -> Result<ExitStatus, WireError> {
+    /// Waits for the agent's process `pid` to end, or for `deadline`
+    /// (`None` then).
+    fn wait(&mut self, pid: i64, deadline: Option<Instant>) -> Result<Option<ExitStatus>, Ended> {
         loop {
             let status = self.agent.status(pid)?;
             if status.exited {
-                return Ok(match (status.signal, status.exitcode) {
-                    (Some(signal), _) => ExitStatus::Signaled(signal as i32),
-                    (None, code) => ExitStatus::Exited(code.unwrap_or(0) as i32),
-                });
+                return match (status.signal, status.exitcode) {
+                    (Some(signal), _) => Ok(Some(ExitStatus::Signaled(signal as i32))),
+                    (None, Some(code)) => Ok(Some(ExitStatus::Exited(code as i32))),
+                    (None, None) => Err(Ended::Unknown),
+                };
+            }
+            if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
+                return Ok(None);
             }
             std::thread::sleep(STATUS_EVERY);
         }

@@ -23,6 +23,9 @@ use crate::vm::{self, BootError, BootSpec, Reservation, Vm};
 
 /// How many times a shape's VM may die and be replaced in one run.
 pub(crate) const MAX_REPLACEMENTS: u32 = 3;
+/// How many restores of one snapshot may fail in a run before its VMs are
+/// booted for the rest of it (the first failure replaces the snapshot).
+const MAX_FAILED_RESTORES: u32 = 2;
 
 /// What every boot of the run needs.
 pub(crate) struct Context {
@@ -46,6 +49,8 @@ pub(crate) struct Pool {
     /// Snapshots that could not be saved or restored in this run: their
     /// VMs boot.
     unusable_snapshots: Mutex<HashSet<String>>,
+    /// How many times each snapshot failed to restore in this run.
+    failed_restores: Mutex<HashMap<String, u32>>,
 }
 
 /// One shape's VM.
@@ -76,6 +81,7 @@ impl Pool {
             boots: Mutex::default(),
             next_vm: AtomicU64::new(1),
             unusable_snapshots: Mutex::default(),
+            failed_restores: Mutex::default(),
         })
     }
 
@@ -220,8 +226,19 @@ impl Pool {
                 shape: Arc::clone(shape),
                 attempt,
             });
-            let vm_tag = format!("vmtest-{}-vm{vm}", std::process::id());
-            let layout = params::layout(shape, &context.server, &context.shared_dir, &vm_tag);
+            let dir = context
+                .run_dir
+                .vm_dir(vm)
+                .map_err(|error| boot_error(BootError::Workdir(error)))?;
+            // Apart from every other VM, of this run and of others.
+            let vm_tag = format!("vmtest-{}-vm{vm}", context.run_dir.tag());
+            let layout = params::layout(
+                shape,
+                &context.server,
+                &context.shared_dir,
+                &vm_tag,
+                dir.path(),
+            );
             let mut spec = BootSpec {
                 settings,
                 media: &media,
@@ -229,6 +246,7 @@ impl Pool {
                 cmdline: &cmdline,
                 exports: &layout.exports,
                 params: &layout.params,
+                profiles: layout.profiles.as_ref(),
                 snapshot: None,
             };
             let snapshot = self.snapshot_plan(&spec);
@@ -236,10 +254,6 @@ impl Pool {
                 .snapshots
                 .as_ref()
                 .zip(snapshot.as_ref().map(|(_, plan)| plan));
-            let dir = context
-                .run_dir
-                .vm_dir(vm)
-                .map_err(|error| boot_error(BootError::Workdir(error)))?;
             let started = Instant::now();
             let booted = Vm::boot(vm, dir, &spec, Arc::clone(&context.reporter));
             match (booted, snapshot) {
@@ -248,7 +262,7 @@ impl Pool {
                         Some((_, Plan::Restore(_))) => true,
                         // A save that failed (and said why) is not tried
                         // again in this run.
-                        Some((key, Plan::Save(saved))) if !saved.state.is_file() => {
+                        Some((key, Plan::Save(saved))) if !saved.state().is_file() => {
                             lock(&self.unusable_snapshots).insert(key);
                             false
                         }
@@ -262,14 +276,30 @@ impl Pool {
                     });
                     return Ok(booted);
                 }
-                // Never worse than a boot: the snapshot goes, the VM boots
-                // and saves a new one.
-                (Err(error), Some((_, Plan::Restore(snapshot)))) => {
-                    Snapshots::discard(&snapshot);
-                    context.reporter.report(&Event::SnapshotUnusable {
-                        shape: Arc::clone(shape),
-                        reason: format!("cannot restore it ({error})"),
-                    });
+                // Never much worse than a boot: the snapshot goes, the VM
+                // boots and saves a new one. One that cannot be removed, or
+                // fails again, is not tried again in this run.
+                (Err(error), Some((key, Plan::Restore(snapshot)))) => {
+                    let removed = Snapshots::discard(&snapshot);
+                    let failures = {
+                        let mut failures = lock(&self.failed_restores);
+                        let count = failures.entry(key.clone()).or_insert(0);
+                        *count += 1;
+                        *count
+                    };
+                    if !removed || failures >= MAX_FAILED_RESTORES {
+                        lock(&self.unusable_snapshots).insert(key);
+                    }
+                    if failures == 1 {
+                        let kept = match removed {
+                            true => "",
+                            false => "; it cannot be removed, so this run boots its VMs",
+                        };
+                        context.reporter.report(&Event::SnapshotUnusable {
+                            shape: Arc::clone(shape),
+                            reason: format!("cannot restore it ({error}){kept}"),
+                        });
+                    }
                 }
                 (Err(error @ (BootError::Hung { .. } | BootError::Died(_))), _) if !retried => {
                     retried = true;

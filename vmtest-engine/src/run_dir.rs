@@ -69,6 +69,18 @@ impl RunDir {
         OwnedDir::create(&base, RUN_PREFIX, false).map(RunDir)
     }
 
+    /// What tells this run apart from every other, in names (the random
+    /// part of its directory's).
+    pub(crate) fn tag(&self) -> String {
+        let name = self
+            .0
+            .path
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy();
+        name.trim_start_matches(RUN_PREFIX).to_string()
+    }
+
     /// A new directory for the VM `vm`, removed when dropped.
     pub(crate) fn vm_dir(&self, vm: VmId) -> io::Result<VmDir> {
         let path = self.0.path.join(format!("vm-{vm}"));

@@ -61,6 +61,13 @@ impl Reporter for LibtestReporter {
             Event::JobFinished { name, finished, .. } if self.verbose => {
                 eprintln!("vmtest: {name} ran in {:.2?} in its VM", finished.duration);
             }
+            Event::ProfilesLost {
+                destination,
+                reason,
+            } => eprintln!(
+                "vmtest: cannot copy the guest's coverage profiles to {}: {reason}",
+                destination.display()
+            ),
             Event::Downloading { .. } | Event::Downloaded { .. } => {
                 if let Some(note) = event.download_note(std::io::stderr().is_terminal()) {
                     eprint!("{note}");

@@ -167,6 +167,13 @@ impl Reporter for Ui {
                 self.face
                     .notice(&format!("the VM for {shape} died: {}", death.cause));
             }
+            Event::ProfilesLost {
+                destination,
+                reason,
+            } => self.face.notice(&format!(
+                "cannot copy the guest's coverage profiles to {}: {reason}",
+                destination.display()
+            )),
             Event::JobStarted { job, name, .. } => {
                 if let Some(index) = self.by_name(name) {
                     self.jobs

@@ -3,7 +3,7 @@
 //! the control port, and the kernel command line.
 
 pub(crate) mod bzimage;
-mod coverage;
+pub(crate) mod coverage;
 mod elf;
 mod initramfs;
 pub(crate) mod modules;
@@ -99,6 +99,14 @@ pub(crate) fn prepare(
         prepared::remember(cache_dir, &key, &media);
     }
     Ok(media)
+}
+
+/// Prunes the boot media in `cache_dir` and the records naming them (see
+/// [`crate::cache::BOOT_MEDIA`]).
+pub(crate) fn prune_cache(cache_dir: &Path) {
+    let media = |name: &str| name.starts_with("vmlinux-") || name.starts_with("initramfs-");
+    crate::cache::prune(cache_dir, media, crate::cache::BOOT_MEDIA);
+    prepared::prune(cache_dir);
 }
 
 /// The guest kernel's command line: ours first, the job's `extra` last so

@@ -6,7 +6,8 @@ use std::ffi::OsString;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use super::{coverage, elf};
+use super::coverage::{self, Profiles};
+use super::elf;
 use crate::contract::boot::{
     BootParams, ServerCommand, Share, GUEST_TMP, SERVER_VAR, SHARE_TAG_PREFIX,
 };
@@ -40,16 +41,20 @@ pub(crate) struct Export {
 pub(crate) struct Layout {
     pub exports: Vec<Export>,
     pub params: BootParams,
+    /// Where the guest's coverage profiles go, when the server writes any.
+    pub profiles: Option<Profiles>,
 }
 
 /// The layout of a VM of `shape`, whose test server is `server`, in a run
 /// whose shared directory is `shared_dir`; `vm_tag` names this VM apart
-/// from every other, of this run and of others.
+/// from every other, of this run and of others, and `vm_dir` is its own
+/// directory.
 pub(crate) fn layout(
     shape: &VmShape,
     server: &GuestServer,
     shared_dir: &Path,
     vm_tag: &str,
+    vm_dir: &Path,
 ) -> Layout {
     let host_root = shape.root == Path::new("/");
     let mut exports = Vec::new();
@@ -74,17 +79,19 @@ pub(crate) fn layout(
     for mount in &shape.mounts {
         export(&mount.host_path, &mount.guest_path, mount.writable);
     }
-    // A directory the runtime cannot create in the guest: made here, or
-    // the profiles are not written, and the runtime says so in the output.
-    let profiles = coverage::profiles(&server.program, &server.env, &server.cwd, vm_tag)
-        .filter(|profiles| std::fs::create_dir_all(&profiles.dir).is_ok());
+    // Made here, or the profiles are not written, and the runtime says so
+    // in the output.
+    let profiles = coverage::profiles(&server.program, &server.env, &server.cwd, vm_tag, vm_dir)
+        .filter(|profiles| std::fs::create_dir_all(&profiles.written).is_ok());
     if let Some(profiles) = &profiles {
-        export(&profiles.dir, &profiles.dir, true);
+        export(&profiles.written, Path::new(coverage::GUEST_DIR), true);
     }
     let env = server_env(
         &server.env,
         host_root.then_some(shared_dir),
-        profiles.as_ref().map(|profiles| profiles.pattern.as_path()),
+        profiles
+            .as_ref()
+            .map(|profiles| profiles.guest_pattern.as_path()),
     );
     let command = if host_root {
         ServerCommand {
@@ -106,13 +113,10 @@ pub(crate) fn layout(
         });
         from_host_view(server)
     };
+    // What the server reads from the host's root. (Shares are mounted over
+    // the guest's own `/tmp`, anywhere in it.)
     let tmp_binds = match host_root {
-        true => tmp_binds(
-            [command.program.as_path(), command.cwd.as_path(), shared_dir]
-                .into_iter()
-                .chain(shape.mounts.iter().map(|mount| mount.guest_path.as_path()))
-                .chain(profiles.iter().map(|profiles| profiles.dir.as_path())),
-        ),
+        true => tmp_binds([command.program.as_path(), command.cwd.as_path()]),
         false => Vec::new(),
     };
     Layout {
@@ -125,6 +129,7 @@ pub(crate) fn layout(
             clock_ns: 0,
             seed: Vec::new(),
         },
+        profiles,
     }
 }
 
@@ -268,6 +273,7 @@ mod tests {
             &server("/tmp/c/target/debug/deps/kernels-1"),
             shared,
             "vm",
+            Path::new("/run/vm-1"),
         );
         let env: Vec<String> = layout
             .params
@@ -307,6 +313,7 @@ mod tests {
             &server(exe.to_str().unwrap()),
             Path::new("/shared"),
             "vm",
+            Path::new("/run/vm-1"),
         );
         let command = &layout.params.server;
         assert!(command.program.starts_with(HOST_VIEW), "{command:?}");
@@ -330,41 +337,5 @@ mod tests {
             .env
             .iter()
             .any(|var| var.to_string_lossy().starts_with(SHARED_DIR_VAR)));
-    }
-
-    #[test]
-    fn profiles_go_to_a_writable_export_under_a_tagged_name() {
-        let dir = tempfile::tempdir().unwrap();
-        let profiles = dir.path().join("cov");
-        let mut server = server("/bin/true");
-        server
-            .env
-            .push(format!("LLVM_PROFILE_FILE={}/t-%p.profraw", profiles.display()).into());
-        let layout = layout(
-            &VmShape::new("/k"),
-            &server,
-            Path::new("/shared"),
-            "vmtest-1-vm3",
-        );
-        assert!(profiles.is_dir(), "the directory is made on the host");
-        let export = layout.exports.last().unwrap();
-        assert_eq!(
-            (export.host_path.as_path(), export.writable),
-            (profiles.as_path(), true)
-        );
-        let share = layout.params.shares.last().unwrap();
-        assert_eq!(share.guest_path, profiles);
-        let var = format!(
-            "LLVM_PROFILE_FILE={}/vmtest-1-vm3-t-%p.profraw",
-            profiles.display()
-        );
-        let vars: Vec<_> = layout
-            .params
-            .server
-            .env
-            .iter()
-            .filter(|v| v.to_string_lossy().starts_with("LLVM_PROFILE_FILE="))
-            .collect();
-        assert_eq!(vars, [&OsString::from(var)]);
     }
 }

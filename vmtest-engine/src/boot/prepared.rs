@@ -32,16 +32,28 @@ pub(super) fn key(image: &Path, modules: Option<&Path>, as_is: bool) -> Option<S
     Some(cache::entry_name(&digest.finalize()))
 }
 
-/// The media a record names, if they are all still there.
+/// The media a record names, if they are all still there (marked as used).
 pub(super) fn find(cache_dir: &Path, key: &str) -> Option<BootMedia> {
-    let record = fs::read(dir(cache_dir).join(key)).ok()?;
+    let record_path = dir(cache_dir).join(key);
+    let record = fs::read(&record_path).ok()?;
     let mut lines = record.split(|&byte| byte == b'\n');
     let mut path = || Some(PathBuf::from(std::ffi::OsStr::from_bytes(lines.next()?)));
     let media = BootMedia {
         kernel: path()?,
         initramfs: path()?,
     };
-    (media.kernel.is_file() && media.initramfs.is_file()).then_some(media)
+    if !(media.kernel.is_file() && media.initramfs.is_file()) {
+        return None;
+    }
+    for used in [&record_path, &media.kernel, &media.initramfs] {
+        cache::mark_used(used);
+    }
+    Some(media)
+}
+
+/// Prunes the records (see [`cache::RECORDS`]).
+pub(super) fn prune(cache_dir: &Path) {
+    cache::prune(&dir(cache_dir), |_| true, cache::RECORDS);
 }
 
 /// Records `media` under `key`; a record that cannot be written only costs

@@ -45,7 +45,9 @@ impl Monitor {
 
     /// Stops the guest and writes its whole state through `shell_command`
     /// (`exec:` runs it by `/bin/sh -c`, the state on its stdin); the
-    /// guest stays stopped: [`Monitor::resume`] goes on.
+    /// guest stays stopped: [`Monitor::resume`] goes on. A save that misses
+    /// its deadline is cancelled, and over, before this returns: a guest
+    /// must never run on while its state is still being written.
     pub(crate) fn save(&mut self, shell_command: &str, deadline: Instant) -> Result<(), WireError> {
         self.channel.execute(&qmp::stop {}, TIMEOUT)?;
         self.channel.execute(
@@ -64,7 +66,17 @@ impl Monitor {
             },
             TIMEOUT,
         )?;
-        self.wait_for_migration("migrate", deadline)
+        let saved = self.wait_for_migration("migrate", deadline);
+        if let Err(WireError::Timeout { .. }) = &saved {
+            self.channel.execute(&qmp::migrate_cancel {}, TIMEOUT)?;
+            // Cancelled (or failed) from QEMU's side too, within moments.
+            match self.wait_for_migration("migrate", Instant::now() + TIMEOUT) {
+                Err(WireError::Refused { .. }) => {}
+                Ok(()) => return Ok(()),
+                Err(error) => return Err(error),
+            }
+        }
+        saved
     }
 
     /// Loads a guest's state from what `shell_command` writes to its
@@ -115,5 +127,63 @@ impl Monitor {
                 _ => std::thread::sleep(MIGRATION_POLL),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{BufRead, BufReader, Write};
+    use std::os::unix::net::UnixListener;
+
+    /// A QMP peer whose migrations never end until cancelled; returns the
+    /// commands it was sent.
+    fn endless_migrations(listener: UnixListener) -> Vec<String> {
+        let (peer, _) = listener.accept().unwrap();
+        let mut writer = peer.try_clone().unwrap();
+        writer
+            .write_all(b"{\"QMP\": {\"version\": {}, \"capabilities\": []}}\n")
+            .unwrap();
+        let mut commands = Vec::new();
+        let mut cancelled = false;
+        for line in BufReader::new(peer).lines() {
+            let Ok(line) = line else { break };
+            let request: serde_json::Value = serde_json::from_str(&line).unwrap();
+            let command = request["execute"].as_str().unwrap().to_string();
+            cancelled |= command == "migrate_cancel";
+            let answer = match command.as_str() {
+                "query-migrate" if cancelled => "{\"return\": {\"status\": \"cancelled\"}}\n",
+                "query-migrate" => "{\"return\": {\"status\": \"active\"}}\n",
+                _ => "{\"return\": {}}\n",
+            };
+            commands.push(command);
+            writer.write_all(answer.as_bytes()).unwrap();
+        }
+        commands
+    }
+
+    #[test]
+    fn a_save_past_its_deadline_is_cancelled_before_it_returns() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("qmp.sock");
+        let listener = UnixListener::bind(&socket).unwrap();
+        let peer = std::thread::spawn(move || endless_migrations(listener));
+        let mut monitor = Monitor::connect(&socket).unwrap();
+        let error = monitor
+            .save(
+                "cat > /dev/null",
+                Instant::now() + Duration::from_millis(200),
+            )
+            .unwrap_err();
+        assert!(matches!(error, WireError::Timeout { .. }), "{error}");
+        drop(monitor);
+        let commands = peer.join().unwrap();
+        let cancel = commands
+            .iter()
+            .position(|command| command == "migrate_cancel");
+        assert!(cancel.is_some(), "{commands:?}");
+        // QEMU's own word that it is over came before the save returned.
+        assert_eq!(commands.last().map(String::as_str), Some("query-migrate"));
+        assert!(!commands.contains(&"cont".to_string()), "{commands:?}");
     }
 }

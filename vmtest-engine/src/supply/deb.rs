@@ -5,12 +5,17 @@
 //! `ar` is written by hand (a 60-byte header per member, see `man 5 ar`):
 //! no crate reads it for less than pulling in a general archive library.
 
+use std::cell::Cell;
 use std::io::{self, Read};
 use std::path::{Component, Path, PathBuf};
+use std::rc::Rc;
 
 /// The `ar` archive's first bytes.
 const AR_MAGIC: &[u8] = b"!<arch>\n";
 const HEADER: usize = 60;
+/// The most a package's data may decompress to: Debian's 6.12 package holds
+/// about 450 MB. More is no kernel package (or a decompression bomb).
+pub(crate) const MAX_UNPACKED: u64 = 2 << 30;
 
 /// Why a package could not be unpacked.
 #[derive(Debug, thiserror::Error)]
@@ -21,6 +26,11 @@ pub enum DebError {
     NoData { path: PathBuf },
     #[error("{path}: unsupported compression of {member}")]
     Compression { path: PathBuf, member: String },
+    #[error(
+        "{path} unpacks to more than {} MiB, more than any kernel package",
+        MAX_UNPACKED >> 20
+    )]
+    TooLarge { path: PathBuf },
     #[error("cannot unpack {path}")]
     Io {
         path: PathBuf,
@@ -32,6 +42,11 @@ pub enum DebError {
 /// Extracts the kernel images and modules of the package at `deb` into
 /// `into`.
 pub fn unpack(deb: &Path, into: &Path) -> Result<(), DebError> {
+    unpack_at_most(deb, into, MAX_UNPACKED)
+}
+
+/// [`unpack`], the package's data decompressing to at most `cap` bytes.
+fn unpack_at_most(deb: &Path, into: &Path, cap: u64) -> Result<(), DebError> {
     let io_error = |source| DebError::Io {
         path: deb.to_path_buf(),
         source,
@@ -59,16 +74,53 @@ pub fn unpack(deb: &Path, into: &Path) -> Result<(), DebError> {
     };
     // `unpack_in` needs the directory it resolves paths against.
     std::fs::create_dir_all(into).map_err(io_error)?;
-    let mut archive = tar::Archive::new(reader);
-    for entry in archive.entries().map_err(io_error)? {
-        let mut entry = entry.map_err(io_error)?;
-        let path = entry.path().map_err(io_error)?.into_owned();
-        if wanted(&path) {
-            // `unpack_in` refuses paths that would leave `into`.
-            entry.unpack_in(into).map_err(io_error)?;
+    let exceeded = Rc::new(Cell::new(false));
+    let capped = Capped {
+        inner: reader,
+        left: cap,
+        exceeded: Rc::clone(&exceeded),
+    };
+    let mut archive = tar::Archive::new(capped);
+    let extracted = (|| {
+        for entry in archive.entries()? {
+            let mut entry = entry?;
+            let path = entry.path()?.into_owned();
+            if wanted(&path) {
+                // `unpack_in` refuses paths that would leave `into`.
+                entry.unpack_in(into)?;
+            }
+        }
+        Ok(())
+    })();
+    match (extracted, exceeded.get()) {
+        (_, true) => Err(DebError::TooLarge {
+            path: deb.to_path_buf(),
+        }),
+        (result, false) => result.map_err(io_error),
+    }
+}
+
+/// A reader that fails, and says so, past `left` bytes.
+struct Capped<R> {
+    inner: R,
+    left: u64,
+    exceeded: Rc<Cell<bool>>,
+}
+
+impl<R: Read> Read for Capped<R> {
+    fn read(&mut self, buffer: &mut [u8]) -> io::Result<usize> {
+        let read = self.inner.read(buffer)?;
+        match self.left.checked_sub(read as u64) {
+            Some(left) => {
+                self.left = left;
+                Ok(read)
+            }
+            None => {
+                self.exceeded.set(true);
+                Err(io::Error::other("the package is too large"))
+            }
         }
     }
-    Ok(())
 }
 
 /// Whether a package path is a kernel image or a module tree's.
@@ -185,6 +237,23 @@ mod tests {
             .join("lib/modules/6.1.0-1-amd64/kernel/fs/9p/9p.ko")
             .exists());
         assert!(!into.join("usr").exists());
+    }
+
+    #[test]
+    fn a_package_that_unpacks_to_too_much_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let deb = dir.path().join("big.deb");
+        let big = vec![0u8; 1 << 20];
+        let data = tar_gz(&[("./boot/vmlinuz-6.1.0-test", &big)]);
+        std::fs::write(
+            &deb,
+            ar(&[("debian-binary", b"2.0\n"), ("data.tar.gz", &data)]),
+        )
+        .unwrap();
+        let into = dir.path().join("out");
+        let error = unpack_at_most(&deb, &into, 1 << 19).unwrap_err();
+        assert!(matches!(error, DebError::TooLarge { .. }), "{error}");
+        unpack_at_most(&deb, &dir.path().join("fits"), 2 << 20).unwrap();
     }
 
     #[test]

@@ -17,6 +17,9 @@ use crate::events::Event;
 
 /// How often progress is reported.
 const PROGRESS_EVERY: Duration = Duration::from_millis(200);
+/// The largest download taken: a kernel package is about 100 MB, a kernel
+/// image about 10; a server sending more is not sending a kernel.
+pub(crate) const MAX_DOWNLOAD: u64 = 1 << 30;
 
 /// Why a download failed.
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +43,8 @@ pub enum FetchError {
         expected: String,
         actual: String,
     },
+    #[error("{url} is larger than {} MiB, more than any kernel package", MAX_DOWNLOAD >> 20)]
+    TooLarge { url: String },
     #[error("the download of {url} was cancelled")]
     Cancelled { url: String },
     #[error(transparent)]
@@ -115,6 +120,12 @@ pub(super) fn fetch(
             hasher.update(&buffer[..read]);
             file.write_all(&buffer[..read])?;
             received += read as u64;
+            if received > MAX_DOWNLOAD {
+                failure = Some(FetchError::TooLarge {
+                    url: url.to_string(),
+                });
+                return Err(io::Error::other("too large"));
+            }
             if reported.elapsed() >= PROGRESS_EVERY {
                 reported = Instant::now();
                 report(&Event::Downloading {

@@ -6,7 +6,9 @@
 //!   the URL>` naming the blob a URL gave. A URL seen before is used from
 //!   the cache without the network.
 //! - `#sha256=<hex>` after a URL checks what arrives (and what the cache
-//!   holds) against that digest.
+//!   holds) against that digest. A pinned package whose modules come in a
+//!   package of their own needs that one pinned too:
+//!   `#sha256=<hex>&modules-sha256=<hex>`.
 //! - A Debian or Ubuntu kernel package (`linux-image-*.deb`) is unpacked to
 //!   `unpacked/<digest>/`, kernel and modules (which the boot finds beside
 //!   the kernel). Where the distribution puts the modules in a package of
@@ -15,7 +17,9 @@
 //! - A bare kernel image is used as it is.
 //!
 //! Everything is written atomically, so runs fetching at once, or a
-//! download cut short, never leave a broken kernel in the cache.
+//! download cut short, never leave a broken kernel in the cache; nothing
+//! grows without bound (downloads and packages are capped in size, and the
+//! cache is pruned: [`cache::DOWNLOADS`], [`cache::RECORDS`]).
 
 pub mod deb;
 pub mod fetch;
@@ -36,8 +40,10 @@ use self::fetch::FetchError;
 
 /// How long a server may take to answer, by default.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
-/// The fragment that gives a URL's expected digest.
-const SHA256_FRAGMENT: &str = "#sha256=";
+/// The URL fragment's keys: the digest of what the URL names, and of its
+/// separate modules package.
+const IMAGE_PIN: &str = "sha256";
+const MODULES_PIN: &str = "modules-sha256";
 
 /// Why a kernel could not be supplied.
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +55,25 @@ pub enum SupplyError {
     Deb(#[from] DebError),
     #[error("the package {url} holds no kernel image (boot/vmlinuz-*)")]
     NoKernel { url: String },
+    #[error(
+        "{url} does not name a file (its path must end in a file name, such as \
+         .../linux-image-6.12.deb or .../bzImage)"
+    )]
+    NoFileName { url: String },
+    #[error(
+        "{url}: the fragment `{fragment}` is not understood: give `#sha256=HEX`, and \
+         `&modules-sha256=HEX` for a separate modules package"
+    )]
+    BadFragment { url: String, fragment: String },
+    #[error(
+        "{url} is pinned by its sha256, but its modules come from {modules}, which is not: \
+         check that package, then add `&modules-sha256={digest}` to the URL"
+    )]
+    UnpinnedModules {
+        url: String,
+        modules: String,
+        digest: String,
+    },
     #[error(transparent)]
     Cache(#[from] CacheError),
     #[error(transparent)]
@@ -110,14 +135,17 @@ impl Supply {
     /// The kernel image `url` names, fetched (or found in the cache) and
     /// unpacked; `report` hears of the download's progress.
     pub fn kernel(&self, url: &str, report: &dyn Fn(&Event)) -> Result<PathBuf, SupplyError> {
-        let (address, expected) = match url.split_once(SHA256_FRAGMENT) {
-            Some((address, digest)) => (address, Some(digest)),
-            None => (url, None),
-        };
+        let (address, pins) = pins(url)?;
+        let name = url_file_name(address);
+        if matches!(name.as_str(), "" | "." | "..") {
+            return Err(SupplyError::NoFileName {
+                url: address.to_string(),
+            });
+        }
         // What the cache holds is trusted: it must be this user's alone.
         cache::ensure_dir(&self.root)?;
-        let (blob, digest) = self.blob(address, expected, report)?;
-        let name = url_file_name(address);
+        self.prune_once();
+        let (blob, digest) = self.blob(address, pins.image, report)?;
         let unpacked = self.root.join("unpacked").join(&digest);
         if !name.ends_with(".deb") {
             // Under the name of this URL, which another URL of the same
@@ -126,14 +154,28 @@ impl Supply {
             if !image.is_file() {
                 place_image(&blob, &image)?;
             }
+            cache::mark_used(&unpacked);
             return Ok(image);
         }
         if !unpacked.exists() {
-            self.unpack(address, &blob, &unpacked, report)?;
+            self.unpack(address, &pins, &blob, &unpacked, report)?;
         }
+        cache::mark_used(&unpacked);
         newest_image(&unpacked.join("boot")).ok_or_else(|| SupplyError::NoKernel {
             url: address.to_string(),
         })
+    }
+
+    /// Prunes the cache, once per process: downloads long unused, and the
+    /// least recently used past the limits.
+    fn prune_once(&self) {
+        static PRUNED: std::sync::Once = std::sync::Once::new();
+        PRUNED.call_once(|| {
+            for dir in ["blobs", "unpacked"] {
+                cache::prune(&self.root.join(dir), |_| true, cache::DOWNLOADS);
+            }
+            cache::prune(&self.root.join("urls"), |_| true, cache::RECORDS);
+        });
     }
 
     /// The blob `url` gave, from the cache or the network, and its digest.
@@ -153,6 +195,8 @@ impl Supply {
         if let Some(digest) = known {
             let blob = blobs.join(format!("sha256-{digest}"));
             if blob.is_file() {
+                cache::mark_used(&index.join(&key));
+                cache::mark_used(&blob);
                 return Ok((blob, digest));
             }
         }
@@ -176,6 +220,7 @@ impl Supply {
     fn unpack(
         &self,
         url: &str,
+        pins: &Pins,
         blob: &Path,
         unpacked: &Path,
         report: &dyn Fn(&Event),
@@ -192,7 +237,15 @@ impl Supply {
         let made = (|| {
             deb::unpack(blob, &temp)?;
             if let Some(modules) = modules_package(url) {
-                match self.blob(&modules, None, report) {
+                match self.blob(&modules, pins.modules, report) {
+                    // A pinned package's modules must be pinned too.
+                    Ok((_, digest)) if pins.image.is_some() && pins.modules.is_none() => {
+                        return Err(SupplyError::UnpinnedModules {
+                            url: url.to_string(),
+                            modules,
+                            digest,
+                        })
+                    }
                     Ok((modules, _)) => deb::unpack(&modules, &temp)?,
                     // Debian's image package holds its modules itself.
                     Err(SupplyError::Fetch(error)) if error.not_found() => {}
@@ -210,6 +263,39 @@ impl Supply {
         let _ = std::fs::remove_dir_all(&temp);
         placed
     }
+}
+
+/// The digests a URL's fragment pins.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Pins<'a> {
+    image: Option<&'a str>,
+    modules: Option<&'a str>,
+}
+
+/// A URL without its fragment, and the digests the fragment gives
+/// (`#sha256=HEX&modules-sha256=HEX`).
+fn pins(url: &str) -> Result<(&str, Pins<'_>), SupplyError> {
+    let Some((address, fragment)) = url.split_once('#') else {
+        return Ok((url, Pins::default()));
+    };
+    let mut pins = Pins::default();
+    for part in fragment.split('&') {
+        let bad = || SupplyError::BadFragment {
+            url: address.to_string(),
+            fragment: fragment.to_string(),
+        };
+        let (key, digest) = part.split_once('=').ok_or_else(bad)?;
+        let well_formed = digest.len() == 64 && digest.bytes().all(|byte| byte.is_ascii_hexdigit());
+        let slot = match key {
+            IMAGE_PIN => &mut pins.image,
+            MODULES_PIN => &mut pins.modules,
+            _ => return Err(bad()),
+        };
+        if !well_formed || slot.replace(digest).is_some() {
+            return Err(bad());
+        }
+    }
+    Ok((address, pins))
 }
 
 /// Puts the bare image `blob` at `image`: a hard link (made whole at once),
@@ -268,6 +354,56 @@ fn newest_image(boot: &Path) -> Option<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fragments_pin_the_image_and_its_modules() {
+        let (image, modules) = ("a".repeat(64), "B".repeat(64));
+        assert_eq!(
+            pins("http://h/k.deb").unwrap(),
+            ("http://h/k.deb", Pins::default())
+        );
+        let url = format!("http://h/k.deb#sha256={image}&modules-sha256={modules}");
+        assert_eq!(
+            pins(&url).unwrap(),
+            (
+                "http://h/k.deb",
+                Pins {
+                    image: Some(&image),
+                    modules: Some(&modules)
+                }
+            )
+        );
+        for bad in [
+            "#sha256=abc".to_string(),
+            format!("#md5={image}"),
+            format!("#sha256={image}&sha256={image}"),
+            format!("#sha256={image}&"),
+            "#".to_string(),
+        ] {
+            let error = pins(&format!("http://h/k.deb{bad}")).unwrap_err();
+            assert!(
+                matches!(error, SupplyError::BadFragment { .. }),
+                "{bad}: {error}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_url_that_names_no_file_is_refused_before_anything_is_fetched() {
+        let cache = tempfile::tempdir().unwrap();
+        let supply = Supply::at(cache.path(), Duration::from_secs(1));
+        for url in [
+            "http://127.0.0.1:9/kernels/..",
+            "http://127.0.0.1:9/",
+            "http://h/a/.",
+        ] {
+            let error = supply.kernel(url, &|_| {}).unwrap_err();
+            assert!(
+                matches!(error, SupplyError::NoFileName { .. }),
+                "{url}: {error}"
+            );
+        }
+    }
 
     #[test]
     fn names_and_module_packages_come_from_the_url() {

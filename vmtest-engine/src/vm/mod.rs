@@ -24,6 +24,7 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use crate::boot::coverage::Profiles;
 use crate::boot::params::Export;
 use crate::boot::BootMedia;
 use crate::contract::boot::{BootParams, CONTROL_PORT, SERVER_EXITED};
@@ -177,7 +178,7 @@ impl BootSpec<'_> {
 
 /// The name of the snapshot a boot of `spec` saves or restores: its QEMU
 /// command line, with the same paths for every VM where they do not shape
-/// the saved guest, and the kernel, initramfs and QEMU it uses.
+/// the saved guest, the kernel, initramfs and QEMU it uses, and the host.
 pub(crate) fn snapshot_key(spec: &BootSpec) -> String {
     let shape = Arc::new(VmShape {
         root: "/root".into(),
@@ -200,7 +201,12 @@ pub(crate) fn snapshot_key(spec: &BootSpec) -> String {
     let control = [(CONTROL_PORT, paths.control.as_path())];
     let args = command::arguments(&neutral.qemu_config(&paths, &control));
     let qemu = crate::qemu::process::resolve(spec.qemu_binary());
-    snapshot::key(&args, &[&spec.media.kernel, &spec.media.initramfs, &qemu])
+    let host = snapshot::host::identity(&qemu, spec.settings.accel.accel, &spec.settings.cache_dir);
+    snapshot::key(
+        &args,
+        &[&spec.media.kernel, &spec.media.initramfs, &qemu],
+        &host,
+    )
 }
 
 /// Everything one boot needs.
@@ -213,6 +219,8 @@ pub(crate) struct BootSpec<'a> {
     /// The init's boot parameters, but for the clock and the seed, which
     /// are the host's when it sends them.
     pub params: &'a BootParams,
+    /// Where the guest's coverage profiles go, if it writes any.
+    pub profiles: Option<&'a Profiles>,
     /// Restore the guest from a snapshot, or save one as it boots.
     pub snapshot: Option<(&'a Snapshots, &'a Plan)>,
 }
@@ -222,6 +230,8 @@ pub(crate) struct Vm {
     shared: Arc<Shared>,
     monitor: Mutex<Option<Monitor>>,
     capacity: usize,
+    /// Copied to the host once QEMU is gone.
+    profiles: Mutex<Option<Profiles>>,
     _dir: VmDir,
 }
 
@@ -263,7 +273,7 @@ impl Vm {
         let restore = match spec.snapshot {
             Some((_, Plan::Restore(snapshot))) => {
                 // The console of the boot that was saved comes first.
-                let _ = std::fs::copy(&snapshot.console, &paths.console);
+                let _ = std::fs::copy(snapshot.console(), &paths.console);
                 args.extend(command::incoming());
                 Some(snapshot)
             }
@@ -332,6 +342,7 @@ impl Vm {
             capacity: spec.shape.job_capacity(),
             shared,
             monitor: Mutex::new(monitor),
+            profiles: Mutex::new(spec.profiles.cloned()),
             _dir: dir,
         })
     }
@@ -371,6 +382,19 @@ impl Vm {
             }
         }
         self.shared.qemu().kill();
+        let profiles = self
+            .profiles
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take();
+        if let Some(profiles) = profiles {
+            if let Err(error) = profiles.collect() {
+                self.shared.reporter.report(&Event::ProfilesLost {
+                    destination: profiles.destination,
+                    reason: error.to_string(),
+                });
+            }
+        }
     }
 }
 
@@ -735,7 +759,7 @@ fn restore_into(
         .ok_or_else(|| crate::qemu::WireError::Refused {
             peer: "QMP",
             command: "migrate-incoming",
-            message: format!("{} is not UTF-8", snapshot.state.display()),
+            message: format!("{} is not UTF-8", snapshot.state().display()),
         })?;
     monitor.load(&command, deadline)?;
     monitor.resume()

@@ -1,0 +1,234 @@
+//! Booted guests, saved and restored. A VM's first boot saves the guest at
+//! the init's handshake (its modules loaded, nothing of the run in it yet:
+//! the host root is not even mounted); later VMs of the same kind, in this
+//! run, a later one or another process, load that state into a new QEMU
+//! instead of booting, for a fraction of a boot's time. The boot line the
+//! host then sends sets the guest's clock and reseeds its random pool, so a
+//! restored guest is as fresh as a booted one.
+//!
+//! A snapshot is named by a digest of everything that shapes the saved
+//! state: QEMU's command line, without the paths that differ from one VM
+//! to the next, the identity (device, inode, size, modification time) of
+//! the kernel, the initramfs and QEMU's binary, and the host ([`host`]:
+//! QEMU's version and machine type, and under KVM the CPU). A snapshot is a
+//! directory (`<name>/vmstate`, `<name>/console`) made whole under a
+//! temporary name and renamed, so two processes saving the same snapshot at
+//! once, or a run cut short, never leave a partial one; the snapshots are
+//! kept under [`cache::SNAPSHOTS`], the least recently used going first,
+//! and a snapshot long unused (one of an older kernel or vmtest) goes.
+
+use std::ffi::OsString;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use sha2::{Digest, Sha256};
+
+pub(crate) mod host;
+
+use crate::cache::{self, CacheError};
+use crate::cancel::{self, Resource};
+use crate::lease;
+use crate::qemu::monitor::Monitor;
+use crate::qemu::WireError;
+
+const STATE: &str = "vmstate";
+const CONSOLE: &str = "console";
+const TEMP_PREFIX: &str = ".vmtest-snapshot-";
+
+/// The snapshots directory of a cache.
+#[derive(Debug)]
+pub(crate) struct Snapshots {
+    dir: PathBuf,
+}
+
+/// What one boot does with its snapshot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Plan {
+    /// Load this saved guest instead of booting.
+    Restore(Snapshot),
+    /// Boot, and save the guest here at the init's handshake.
+    Save(Snapshot),
+}
+
+/// One snapshot: a directory of the guest's state and its console up to
+/// then.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Snapshot {
+    pub dir: PathBuf,
+}
+
+/// Why a snapshot could not be saved.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SaveError {
+    #[error("the cache path {0} is not UTF-8, which QEMU's monitor needs")]
+    Path(PathBuf),
+    #[error(transparent)]
+    Qemu(#[from] WireError),
+    #[error("cannot keep the snapshot in {path}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl Snapshots {
+    /// The snapshots of the cache in `cache_dir`, without what writers
+    /// killed with SIGKILL left.
+    pub(crate) fn open(cache_dir: &Path) -> Result<Snapshots, CacheError> {
+        let dir = cache_dir.join("snapshots");
+        cache::ensure_dir(&dir)?;
+        lease::remove_stale(&dir, TEMP_PREFIX, "");
+        cache::prune(&dir, |_| true, cache::SNAPSHOTS);
+        Ok(Snapshots { dir })
+    }
+
+    /// Restore the snapshot named `key` if there is one, else save it.
+    pub(crate) fn plan(&self, key: &str) -> Plan {
+        let snapshot = Snapshot {
+            dir: self.dir.join(key),
+        };
+        match snapshot.state().is_file() {
+            true => Plan::Restore(snapshot),
+            false => Plan::Save(snapshot),
+        }
+    }
+
+    /// Saves the guest QEMU runs into `snapshot`, with `console`, what its
+    /// console showed until now; the guest stays stopped. Then prunes the
+    /// snapshots.
+    pub(crate) fn save(
+        &self,
+        monitor: &mut Monitor,
+        snapshot: &Snapshot,
+        console: &Path,
+        deadline: Instant,
+    ) -> Result<(), SaveError> {
+        let io_error = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| SaveError::Io { path, source }
+        };
+        let (temp, _lease) =
+            lease::create_dir(&self.dir, TEMP_PREFIX).map_err(io_error(&self.dir))?;
+        let _registration = cancel::register(Resource::Path(temp.clone()));
+        let saved = (|| {
+            let state = temp.join(STATE);
+            let shell_path = shell_quoted(&state).ok_or_else(|| SaveError::Path(state.clone()))?;
+            monitor.save(&format!("cat > {shell_path}"), deadline)?;
+            fs::copy(console, temp.join(CONSOLE)).map_err(io_error(&temp))?;
+            match fs::rename(&temp, &snapshot.dir) {
+                Ok(()) => Ok(()),
+                // Another process saved it first: theirs is as good.
+                Err(_) if snapshot.state().is_file() => Ok(()),
+                Err(error) => Err(io_error(&snapshot.dir)(error)),
+            }
+        })();
+        let _ = fs::remove_dir_all(&temp);
+        saved?;
+        cache::prune(&self.dir, |_| true, cache::SNAPSHOTS);
+        Ok(())
+    }
+
+    /// Removes a snapshot that could not be restored; says whether it is
+    /// gone (a read-only cache keeps it).
+    pub(crate) fn discard(snapshot: &Snapshot) -> bool {
+        let _ = fs::remove_dir_all(&snapshot.dir);
+        !snapshot.state().exists()
+    }
+}
+
+impl Snapshot {
+    /// The saved guest.
+    pub(crate) fn state(&self) -> PathBuf {
+        self.dir.join(STATE)
+    }
+
+    /// The console of the boot that was saved.
+    pub(crate) fn console(&self) -> PathBuf {
+        self.dir.join(CONSOLE)
+    }
+
+    /// The shell command that writes the saved state to its stdout, for
+    /// `migrate-incoming`; marks the snapshot as just used, for [`cache::prune`].
+    pub(crate) fn load_command(&self) -> Option<String> {
+        cache::mark_used(&self.dir);
+        Some(format!("cat {}", shell_quoted(&self.state())?))
+    }
+}
+
+/// The snapshot name for a VM started with `args` (made with the same
+/// placeholder paths for every VM) from `files`, on a host described by
+/// `host` ([`host::identity`]).
+pub(crate) fn key(args: &[OsString], files: &[&Path], host: &str) -> String {
+    let mut digest = Sha256::new();
+    digest.update(host);
+    digest.update([0]);
+    for arg in args {
+        digest.update(arg.as_encoded_bytes());
+        digest.update([0]);
+    }
+    for file in files {
+        let identity = fs::metadata(file).map_or_else(
+            |_| "missing".into(),
+            |metadata| cache::file_identity(&metadata),
+        );
+        digest.update(format!("{}:{identity}\0", file.display()));
+    }
+    cache::entry_name(&digest.finalize())
+}
+
+/// `path` in single quotes for `/bin/sh`; `None` if it is not UTF-8.
+fn shell_quoted(path: &Path) -> Option<String> {
+    Some(format!("'{}'", path.to_str()?.replace('\'', r"'\''")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_snapshot_is_restored_once_it_exists() {
+        let cache = tempfile::tempdir().unwrap();
+        let snapshots = Snapshots::open(cache.path()).unwrap();
+        let Plan::Save(snapshot) = snapshots.plan("k1") else {
+            panic!("nothing to restore yet")
+        };
+        fs::create_dir(&snapshot.dir).unwrap();
+        fs::write(snapshot.state(), "state").unwrap();
+        assert_eq!(snapshots.plan("k1"), Plan::Restore(snapshot.clone()));
+        assert_eq!(
+            snapshot.load_command().unwrap(),
+            format!("cat '{}'", snapshot.state().display())
+        );
+        assert!(matches!(snapshots.plan("k2"), Plan::Save(_)));
+        assert!(Snapshots::discard(&snapshot));
+        assert!(matches!(snapshots.plan("k1"), Plan::Save(_)));
+    }
+
+    #[test]
+    fn keys_follow_the_command_line_the_files_and_the_host() {
+        let dir = tempfile::tempdir().unwrap();
+        let kernel = dir.path().join("vmlinux");
+        fs::write(&kernel, "one").unwrap();
+        let args = |memory: &str| vec![OsString::from("-m"), OsString::from(memory)];
+        let host = "version: QEMU 7.2\nmachine: pc-i440fx-7.2\n";
+        let first = key(&args("512M"), &[&kernel], host);
+        assert_eq!(first, key(&args("512M"), &[&kernel], host));
+        assert_ne!(first, key(&args("1024M"), &[&kernel], host));
+        let other_cpu = format!("{host}cpu flags: fpu vme\n");
+        assert_ne!(first, key(&args("512M"), &[&kernel], &other_cpu));
+        fs::write(&kernel, "other").unwrap();
+        assert_ne!(first, key(&args("512M"), &[&kernel], host));
+    }
+
+    #[test]
+    fn paths_are_quoted_for_the_shell() {
+        assert_eq!(
+            shell_quoted(Path::new("/c/it's here")).unwrap(),
+            r"'/c/it'\''s here'"
+        );
+    }
+}
