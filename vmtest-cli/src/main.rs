@@ -21,5 +21,5 @@ fn main() {
     let interrupted = signals::watch();
     let code = run::main(cli::Args::parse());
     // Every VM is down and every file gone by now.
-    std::process::exit(interrupted.signal().map_or(code, |signal| 128 + signal))
+    std::process::exit(interrupted.exit_code(code))
 }

@@ -88,7 +88,10 @@ fn fetch_kernels(targets: &mut [Target]) -> Result<(), (i32, String)> {
         };
         *kernel = supply.kernel(&url, &report).map_err(|error| {
             (
-                exit_codes::UNAVAILABLE,
+                match error.is_bad_url() {
+                    true => exit_codes::USAGE,
+                    false => exit_codes::UNAVAILABLE,
+                },
                 format!(
                     "target {:?}: cannot fetch kernel {url}: {}",
                     target.name,

@@ -2,6 +2,7 @@
 //! `scripts/setup.sh` fetches, in real QEMU. The attended face and the
 //! interactive shell are driven through tmux, a real pseudo-terminal.
 
+mod common;
 #[path = "../../vmtest-engine/tests/support/http.rs"]
 mod http;
 
@@ -73,8 +74,7 @@ impl Run {
     }
 
     fn assert_nothing_left(&self) {
-        let left: Vec<_> = std::fs::read_dir(self.tmp.path()).unwrap().collect();
-        assert!(left.is_empty(), "left in TMPDIR: {left:?}");
+        common::assert_nothing_left_in(self.tmp.path());
     }
 }
 
@@ -391,21 +391,34 @@ fn a_malformed_config_is_refused_before_anything_boots() {
         "{}",
         run.stderr
     );
+}
+
+#[test]
+fn a_missing_kernel_fails_its_target_and_the_others_run() {
+    // As danobi/vmtest: an infrastructure failure of that target alone.
+    let dir = config(
+        "[[target]]\nname = \"gone\"\nkernel = \"kernels/vmlinuz-5.4\"\ncommand = \"true\"\n\
+         [[target]]\nname = \"here\"\nkernel = \"kernels/vmlinuz-6.12\"\ncommand = \"uname -r\"\n\
+         [[target]]\nname = \"also gone\"\nkernel = \"nowhere/bzImage\"\ncommand = \"true\"\n",
+    );
+    let run = vmtest(dir.path(), &[]);
+    assert_eq!(run.code(), Some(2), "two of three targets failed");
+    assert!(run.stdout.contains("[here] 6.12."), "{}", run.stdout);
+    assert!(run.stderr.contains("[here] PASS"), "{}", run.stderr);
+    for (name, kernel) in [
+        ("gone", "kernels/vmlinuz-5.4"),
+        ("also gone", "nowhere/bzImage"),
+    ] {
+        let line = format!("[{name}] FAIL: cannot prepare kernel");
+        assert!(run.stderr.contains(&line), "{line}: {}", run.stderr);
+        let missing = format!("{} does not exist", dir.path().join(kernel).display());
+        assert!(run.stderr.contains(&missing), "{missing}: {}", run.stderr);
+    }
+    // Alone, it is the target's failure to come up: 69.
     let dir = config(
         "[[target]]\nname = \"gone\"\nkernel = \"kernels/vmlinuz-5.4\"\ncommand = \"true\"\n",
     );
-    let run = vmtest(dir.path(), &[]);
-    assert_eq!(run.code(), Some(64));
-    assert!(
-        run.stderr.contains("target \"gone\": `kernel`"),
-        "{}",
-        run.stderr
-    );
-    assert!(
-        run.stderr.contains("vmlinuz-5.4 does not exist"),
-        "{}",
-        run.stderr
-    );
+    assert_eq!(vmtest(dir.path(), &[]).code(), Some(69));
 }
 
 #[test]
@@ -592,4 +605,271 @@ fn the_shell_is_a_real_terminal() {
     tmux.wait_for("35 120", Duration::from_secs(20));
     tmux.send(&["exit 7", "Enter"]);
     tmux.wait_for("EXIT=7", Duration::from_secs(20));
+}
+
+#[test]
+fn mounts_may_be_anywhere_in_tmp_and_bash_has_its_dev_files() {
+    let dir = config(
+        "[[target]]\nname = \"mounted\"\nkernel = \"kernels/vmlinuz-6.12\"\n\
+         command = \"echo in > /tmp/mount/made && cat <(echo substituted) /dev/stdin < /tmp/mount/made\"\n\
+         [target.vm.mounts]\n\"/tmp/mount\" = { host_path = \"data\", writable = true }\n",
+    );
+    std::fs::create_dir(dir.path().join("data")).unwrap();
+    let run = vmtest(dir.path(), &[]);
+    assert_eq!(run.code(), Some(0), "{}", run.stderr);
+    assert_eq!(run.stdout, "substituted\nin\n");
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("data/made")).unwrap(),
+        "in\n"
+    );
+    run.assert_nothing_left();
+}
+
+#[test]
+fn a_shell_fed_from_a_pipe_runs_its_input() {
+    let here = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vmtest"))
+        .args(["-k", kernel("6.1").to_str().unwrap(), "-"])
+        .current_dir(here.path())
+        .env("TMPDIR", tmp.path())
+        .env("VMTEST_NO_UI", "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"uname -r\necho \"$PWD\"; cat <(echo from bash)\nexit 7\n")
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(7), "{output:?}");
+    assert_eq!(
+        stdout.lines().collect::<Vec<_>>()[1..],
+        [here.path().to_str().unwrap(), "from bash"],
+        "{stdout}"
+    );
+    assert!(stdout.starts_with("6.1."), "{stdout}");
+    common::assert_nothing_left_in(tmp.path());
+}
+
+#[test]
+fn a_command_past_its_timeout_is_killed_and_fails() {
+    let here = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let k = kernel("6.12");
+    let run = vmtest(
+        here.path(),
+        &[
+            "-k",
+            k.to_str().unwrap(),
+            "--timeout",
+            "2s",
+            "echo started; sleep 600",
+        ],
+    );
+    assert_eq!(run.code(), Some(124));
+    assert_eq!(run.stdout, "started\n");
+    assert!(run.stderr.contains("timed out after 2s"), "{}", run.stderr);
+    assert!(run.elapsed < Duration::from_secs(60), "{:?}", run.elapsed);
+    run.assert_nothing_left();
+    // Per target, in a configuration.
+    let dir = config(
+        "[[target]]\nname = \"slow\"\nkernel = \"kernels/vmlinuz-6.12\"\ncommand = \"sleep 600\"\ntimeout = \"2s\"\n\
+         [[target]]\nname = \"quick\"\nkernel = \"kernels/vmlinuz-6.12\"\ncommand = \"true\"\n",
+    );
+    let run = vmtest(dir.path(), &[]);
+    assert_eq!(run.code(), Some(1));
+    assert!(
+        run.stderr.contains("[slow] FAIL: timed out after 2s"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn a_url_that_names_no_file_is_refused() {
+    let here = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let xdg = [("XDG_CACHE_HOME", cache.path())];
+    for url in [
+        "http://127.0.0.1:9/kernels/..",
+        "http://127.0.0.1:9/k.deb#sha256=00",
+    ] {
+        let run = vmtest_with(here.path(), &["-k", url, "true"], &xdg);
+        assert_eq!(run.code(), Some(64), "{url}: {}", run.stderr);
+        assert!(!run.stderr.contains("panicked"), "{}", run.stderr);
+    }
+    let run = vmtest_with(
+        here.path(),
+        &["-k", "http://127.0.0.1:9/kernels/..", "true"],
+        &xdg,
+    );
+    assert!(
+        run.stderr.contains("does not name a file"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn sigterm_stops_every_vm_and_leaves_no_file() {
+    let here = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vmtest"))
+        .args([
+            "-k",
+            kernel("6.12").to_str().unwrap(),
+            "echo started; sleep 600",
+        ])
+        .current_dir(here.path())
+        .env("TMPDIR", tmp.path())
+        .env("VMTEST_CACHE_DIR", cache.path())
+        .env("VMTEST_NO_UI", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    use std::io::BufRead;
+    stdout.read_line(&mut line).unwrap();
+    assert_eq!(line, "started\n");
+    Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    let mut child_stderr = String::new();
+    use std::io::Read;
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut child_stderr)
+        .unwrap();
+    assert_eq!(
+        child.wait().unwrap().code(),
+        Some(128 + 15),
+        "{child_stderr}"
+    );
+    assert!(
+        child_stderr.contains("interrupted; 1 VM(s) stopped"),
+        "{child_stderr}"
+    );
+    common::assert_nothing_left_in(tmp.path());
+}
+
+#[test]
+fn a_snapshot_of_another_cpu_model_is_never_restored() {
+    // The same kernel and VM with another guest CPU: a guest saved on one
+    // must never be restored as the other (the kernel read its CPU's
+    // features at boot). Under KVM the host CPU itself is part of the
+    // snapshot's name the same way.
+    let cache = tempfile::tempdir().unwrap();
+    let dir = config(
+        "[[target]]\nname = \"default\"\nkernel = \"kernels/vmlinuz-6.12\"\n\
+         command = \"grep -m1 'model name' /proc/cpuinfo\"\n\
+         [[target]]\nname = \"haswell\"\nkernel = \"kernels/vmlinuz-6.12\"\n\
+         command = \"grep -m1 'model name' /proc/cpuinfo\"\n\
+         [target.vm]\nextra_args = [\"-cpu\", \"Haswell-v4\"]\n",
+    );
+    let cache_var = [("VMTEST_CACHE_DIR", cache.path())];
+    let snapshots = || {
+        std::fs::read_dir(cache.path().join("snapshots"))
+            .unwrap()
+            .count()
+    };
+    let run = vmtest_with(dir.path(), &["-f", "^default$"], &cache_var);
+    assert_eq!(run.code(), Some(0), "{}", run.stderr);
+    assert_eq!(snapshots(), 1);
+    let default_model = run.stdout.clone();
+    let run = vmtest_with(dir.path(), &["-f", "^haswell$"], &cache_var);
+    assert_eq!(run.code(), Some(0), "{}", run.stderr);
+    assert!(run.stdout.contains("Haswell"), "{}", run.stdout);
+    assert_ne!(run.stdout, default_model);
+    assert_eq!(snapshots(), 2, "booted and saved a snapshot of its own");
+}
+
+#[test]
+fn the_command_outside_a_target_directory_caches_in_the_users_cache() {
+    // An installed binary: no cargo target directory above it.
+    let installed = tempfile::tempdir().unwrap();
+    let binary = installed.path().join("vmtest");
+    std::fs::copy(env!("CARGO_BIN_EXE_vmtest"), &binary).unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let here = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let run = |vars: &[(&str, &Path)]| {
+        Command::new(&binary)
+            .args(["-k", kernel("6.12").to_str().unwrap(), "true"])
+            .current_dir(here.path())
+            .env("TMPDIR", tmp.path())
+            .env("VMTEST_NO_UI", "1")
+            .env_remove("VMTEST_CACHE_DIR")
+            .env_remove("XDG_CACHE_HOME")
+            .envs(vars.iter().copied())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let output = run(&[("HOME", home.path())]);
+    assert!(output.status.success(), "{output:?}");
+    use std::os::unix::fs::PermissionsExt;
+    let cache = home.path().join(".cache/vmtest");
+    let mode = std::fs::metadata(&cache).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700);
+    assert!(cache.join("snapshots").is_dir());
+    common::assert_nothing_left_in(tmp.path());
+    // Planted where another user could write: refused, and said why.
+    let xdg = tempfile::tempdir().unwrap();
+    std::fs::create_dir(xdg.path().join("vmtest")).unwrap();
+    std::fs::set_permissions(
+        xdg.path().join("vmtest"),
+        std::fs::Permissions::from_mode(0o777),
+    )
+    .unwrap();
+    let output = run(&[("HOME", home.path()), ("XDG_CACHE_HOME", xdg.path())]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(64), "{stderr}");
+    assert!(stderr.contains("can be written by other users"), "{stderr}");
+    assert!(
+        stderr.contains(&xdg.path().join("vmtest").display().to_string()),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn the_terminal_is_given_back_when_the_shell_is_killed() {
+    let nonce = format!("vmtest.test=raw{}", std::process::id());
+    let vmtest = format!(
+        "{} -k {} --kargs {nonce} -",
+        env!("CARGO_BIN_EXE_vmtest"),
+        kernel("6.12").display()
+    );
+    // After vmtest ends, the host's terminal is asked how it is set.
+    let tmux = Tmux::start(
+        &format!("{vmtest}; echo VMTEST=$?; stty -a | tr ' ' '\\n' | grep -xE -- '-?(icanon|echo)' | paste -sd,"),
+        90,
+        30,
+    );
+    tmux.wait_for("#", Duration::from_secs(60));
+    // vmtest itself (QEMU's command line has the nonce too).
+    let pattern = format!("^{} -k .*{nonce}", env!("CARGO_BIN_EXE_vmtest"));
+    let killed = Command::new("pkill")
+        .args(["-TERM", "-f", &pattern])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let screen = tmux.wait_for("VMTEST=143", Duration::from_secs(30));
+    assert!(
+        screen.contains("icanon,echo"),
+        "the terminal is cooked again:\n{screen}"
+    );
 }

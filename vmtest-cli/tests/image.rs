@@ -7,6 +7,8 @@
 //! `scripts/build-image.sh && cargo test -p vmtest-cli --test image -- --ignored`
 //! (`.ci/run` does).
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -75,10 +77,7 @@ num_cpus = 1
         std::fs::read_to_string(dir.path().join("from-guest")).unwrap(),
         "bios-booted\n"
     );
-    assert!(
-        std::fs::read_dir(tmp.path()).unwrap().next().is_none(),
-        "files left in TMPDIR"
-    );
+    common::assert_nothing_left_in(tmp.path());
     // The image was never written to.
     let check = Command::new("qemu-img")
         .args(["check", "-q"])
@@ -109,4 +108,31 @@ fn a_one_liner_runs_on_an_image() {
     eprintln!("--- stdout\n{stdout}--- stderr\n{stderr}");
     assert_eq!(stdout, "VERSION_CODENAME=bookworm\n/mnt/vmtest\n");
     assert_eq!(output.status.code(), Some(3), "the command's exit code");
+}
+
+#[test]
+#[ignore = "needs the image scripts/build-image.sh builds (a minute or two): run with --ignored"]
+fn an_image_command_past_its_timeout_fails_and_the_image_stops() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let started = std::time::Instant::now();
+    let output = Command::new(env!("CARGO_BIN_EXE_vmtest"))
+        .current_dir(dir.path())
+        .env("VMTEST_NO_UI", "1")
+        .env("TMPDIR", tmp.path())
+        .arg("-i")
+        .arg(image())
+        .args(["--timeout", "5s", "--", "echo started; sleep 3600"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    eprintln!("--- stdout\n{stdout}--- stderr\n{stderr}");
+    assert_eq!(output.status.code(), Some(124), "as timeout(1) exits");
+    assert_eq!(stdout, "started\n");
+    assert!(stderr.contains("timed out after 5s"), "{stderr}");
+    // Booting the image takes its time; the command's hour does not.
+    assert!(started.elapsed() < std::time::Duration::from_secs(240));
+    common::assert_nothing_left_in(tmp.path());
 }

@@ -29,8 +29,8 @@ pub fn main() -> ! {
     let env = |var: &str| std::env::var(var).ok();
     let conclusion = run(&args, plan::plan(&registry::all(), env));
     // Every VM is down and every file gone by now.
-    if let Some(signal) = interrupted.signal() {
-        std::process::exit(128 + signal);
+    if interrupted.signal().is_some() {
+        std::process::exit(interrupted.exit_code(101));
     }
     conclusion.exit()
 }

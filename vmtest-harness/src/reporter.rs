@@ -27,6 +27,9 @@ impl Reporter for LibtestReporter {
             Event::Accelerator { accel, reason } => {
                 eprintln!("vmtest: accelerator {}: {reason}", accel.name().to_uppercase());
             }
+            Event::VmBooting { shape, attempt, .. } if self.verbose => {
+                eprintln!("vmtest: starting a VM for {shape} (attempt {attempt})");
+            }
             Event::VmReady {
                 shape,
                 boot_time,

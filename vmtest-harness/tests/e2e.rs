@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use common::*;
 
 /// Every test of the fixture, `--list` counts them.
-const ALL_TESTS: usize = 61;
+const ALL_TESTS: usize = 63;
 
 #[test]
 fn a_full_run_reports_every_outcome() {
@@ -65,6 +65,7 @@ fn a_full_run_reports_every_outcome() {
         "on_each_listed_kernel[vmlinuz-6.1]",
         "on_each_listed_kernel[vmlinuz-6.12]",
         "boots_a_kernel_by_url",
+        "process_substitution_and_the_standard_streams_work",
     ] {
         assert_eq!(run.result_of(passing), "ok", "{passing}");
     }
@@ -97,7 +98,7 @@ fn a_full_run_reports_every_outcome() {
     assert_eq!(run.result_of("ignored_test"), "ignored");
     assert!(
         run.stdout
-            .contains("test result: FAILED. 26 passed; 16 failed; 19 ignored"),
+            .contains("test result: FAILED. 27 passed; 16 failed; 20 ignored"),
         "{}",
         run.stdout.lines().last().unwrap_or_default()
     );
@@ -445,25 +446,28 @@ fn nocapture_shows_output_as_it_is_written() {
 }
 
 #[test]
-fn ctrl_c_ends_every_vm_and_leaves_no_file() {
-    let tmp = tempfile::tempdir().unwrap();
-    let cache = tempfile::tempdir().unwrap();
-    let child = fixture_command(&["runs_past_its_timeout"], tmp.path())
-        .env("VMTEST_CACHE_DIR", cache.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Wait until the VM exists, then interrupt the run mid-test.
-    wait_for_a_vm(tmp.path());
-    std::thread::sleep(Duration::from_secs(2));
-    // SAFETY: plain syscall on our own child.
-    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-    let output = child.wait_with_output().unwrap();
-    assert_eq!(output.status.code(), Some(130));
-    assert!(String::from_utf8_lossy(&output.stderr).contains("interrupted; 1 VM(s) stopped"));
-    assert_nothing_left_in(tmp.path());
-    assert_no_cache_debris(cache.path());
+fn ctrl_c_or_sigterm_ends_every_vm_and_leaves_no_file() {
+    for signal in [libc::SIGINT, libc::SIGTERM] {
+        let tmp = tempfile::tempdir().unwrap();
+        let cache = tempfile::tempdir().unwrap();
+        let child = fixture_command(&["runs_past_its_timeout"], tmp.path())
+            .env("VMTEST_CACHE_DIR", cache.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Wait until the VM exists, then interrupt the run mid-test.
+        wait_for_a_vm(tmp.path());
+        std::thread::sleep(Duration::from_secs(2));
+        // SAFETY: plain syscall on our own child.
+        unsafe { libc::kill(child.id() as i32, signal) };
+        let output = child.wait_with_output().unwrap();
+        assert_eq!(output.status.code(), Some(128 + signal));
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains("interrupted; 1 VM(s) stopped"), "{stderr}");
+        assert_nothing_left_in(tmp.path());
+        assert_no_cache_debris(cache.path());
+    }
 }
 
 #[test]

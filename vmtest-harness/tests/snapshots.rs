@@ -1,8 +1,9 @@
 //! Snapshots, end to end: the first run boots its VM and saves it, later
 //! runs restore it; a restored guest is a fresh one (the host's clock, its
 //! own random numbers, nothing of an earlier VM); a snapshot that cannot be
-//! restored costs a boot, is said once and is replaced; `VMTEST_SNAPSHOT=0`
-//! boots every time.
+//! restored costs a boot, is said once and is replaced, and one that cannot
+//! even be removed costs one boot per VM and one message per run, never
+//! more; `VMTEST_SNAPSHOT=0` boots every time.
 
 mod common;
 
@@ -67,25 +68,19 @@ fn fresh(cache: &Path, configure: impl FnOnce(&mut std::process::Command)) -> Fr
     }
 }
 
-/// The snapshot files in `cache`.
+/// The snapshots in `cache`: a directory each.
 fn snapshots(cache: &Path) -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(cache.join("snapshots"))
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(cache.join("snapshots"))
         .map(|entries| entries.flatten().map(|entry| entry.path()).collect())
         .unwrap_or_default();
-    files.sort();
-    files
+    dirs.sort();
+    dirs
 }
 
 fn state_file(cache: &Path) -> PathBuf {
-    let states: Vec<PathBuf> = snapshots(cache)
-        .into_iter()
-        .filter(|path| {
-            path.extension()
-                .is_some_and(|extension| extension == "vmstate")
-        })
-        .collect();
-    assert_eq!(states.len(), 1, "{states:?}");
-    states[0].clone()
+    let dirs = snapshots(cache);
+    assert_eq!(dirs.len(), 1, "{dirs:?}");
+    dirs[0].join("vmstate")
 }
 
 #[test]
@@ -157,4 +152,88 @@ fn snapshots_can_be_turned_off() {
         assert!(run.stderr.contains(" booted in "), "{}", run.stderr);
     }
     assert!(snapshots(cache.path()).is_empty());
+}
+
+/// Makes a snapshot impossible to remove or change while alive: immutable
+/// (`chattr +i`, which binds root too) where the file system has it, else a
+/// directory without write permission.
+struct Pinned(PathBuf);
+
+impl Pinned {
+    fn new(snapshot: &Path) -> Pinned {
+        let immutable = std::process::Command::new("chattr")
+            .arg("+i")
+            .arg(snapshot.join("vmstate"))
+            .status()
+            .is_ok_and(|status| status.success());
+        if !immutable {
+            use std::os::unix::fs::PermissionsExt;
+            let read_only = std::fs::Permissions::from_mode(0o555);
+            std::fs::set_permissions(snapshot, read_only).unwrap();
+        }
+        Pinned(snapshot.to_path_buf())
+    }
+}
+
+impl Drop for Pinned {
+    fn drop(&mut self) {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::process::Command::new("chattr")
+            .arg("-i")
+            .arg(self.0.join("vmstate"))
+            .status();
+        let _ = std::fs::set_permissions(&self.0, std::fs::Permissions::from_mode(0o700));
+    }
+}
+
+#[test]
+fn a_bad_snapshot_that_cannot_be_removed_costs_one_boot_per_vm() {
+    let cache = tempfile::tempdir().unwrap();
+    let crashes = |name: &str, exact: bool| {
+        // (`panic_1_crashes_the_kernel` is of another shape.)
+        let mut args = vec![name, "--ignored", "--test-threads=1", "--skip", "panic_"];
+        if exact {
+            args.push("--exact");
+        }
+        fixture(&args, |command| {
+            command
+                .env("VMTEST_CACHE_DIR", cache.path())
+                .env("VMTEST_VERBOSE", "1");
+        })
+    };
+    // The shape's first VM saves its snapshot.
+    crashes("crashes_1", true);
+    let state = state_file(cache.path());
+    std::fs::write(&state, b"not a saved guest").unwrap();
+    let _pinned = Pinned::new(state.parent().unwrap());
+    for _ in 0..2 {
+        // VMs of the shape, one after the other: the first tries the
+        // snapshot and boots, the others boot at once.
+        let run = crashes("crashes_", false);
+        assert_eq!(
+            run.stderr.matches("cannot restore it").count(),
+            1,
+            "said once: {}",
+            run.stderr
+        );
+        assert!(run.stderr.contains("cannot be removed"), "{}", run.stderr);
+        // Four VMs die, one after the other, before the run gives up.
+        let starts = run.stderr.matches("vmtest: starting a VM for").count();
+        let booted = run.stderr.matches(" booted in ").count();
+        assert_eq!(booted, 4, "every VM of the shape booted: {}", run.stderr);
+        assert_eq!(
+            run.stderr.matches(" restored in ").count(),
+            0,
+            "{}",
+            run.stderr
+        );
+        assert_eq!(
+            starts,
+            booted + 1,
+            "one QEMU tried the snapshot: {}",
+            run.stderr
+        );
+        run.assert_nothing_left_behind();
+    }
+    assert_eq!(std::fs::read(&state).unwrap(), b"not a saved guest");
 }

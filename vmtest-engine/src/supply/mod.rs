@@ -82,6 +82,17 @@ pub enum SupplyError {
     NoCacheDir,
 }
 
+impl SupplyError {
+    /// Whether the URL itself is wrong (not the network, the server or the
+    /// cache): a mistake to fix where the URL is written.
+    pub fn is_bad_url(&self) -> bool {
+        matches!(
+            self,
+            SupplyError::NoFileName { .. } | SupplyError::BadFragment { .. }
+        )
+    }
+}
+
 /// The download cache.
 #[derive(Debug, Clone)]
 pub struct Supply {
