@@ -2,6 +2,7 @@
 //! `scripts/setup.sh` fetches, in real QEMU. The attended face and the
 //! interactive shell are driven through tmux, a real pseudo-terminal.
 
+#[path = "../../vmtest-engine/tests/support/leftovers.rs"]
 mod common;
 #[path = "../../vmtest-engine/tests/support/http.rs"]
 mod http;

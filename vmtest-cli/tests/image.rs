@@ -7,6 +7,7 @@
 //! `scripts/build-image.sh && cargo test -p vmtest-cli --test image -- --ignored`
 //! (`.ci/run` does).
 
+#[path = "../../vmtest-engine/tests/support/leftovers.rs"]
 mod common;
 
 use std::path::{Path, PathBuf};

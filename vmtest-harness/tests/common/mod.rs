@@ -3,6 +3,11 @@
 //! it, reading what libtest printed, and checking that nothing is left.
 #![allow(dead_code)] // each test binary uses its own part
 
+#[path = "../../../vmtest-engine/tests/support/leftovers.rs"]
+mod leftovers;
+
+pub use leftovers::assert_nothing_left_in;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
@@ -234,22 +239,6 @@ impl Run {
     pub fn assert_nothing_left_behind(&self) {
         assert_nothing_left_in(self.tmp.path());
     }
-}
-
-/// Nothing of a run may outlive it: no VM directory in its `TMPDIR`, no
-/// process using one.
-pub fn assert_nothing_left_in(tmp: &Path) {
-    let leftovers: Vec<_> = std::fs::read_dir(tmp).unwrap().collect();
-    assert!(leftovers.is_empty(), "left in TMPDIR: {leftovers:?}");
-    let processes = Command::new("pgrep")
-        .args(["-af", tmp.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(
-        processes.stdout.is_empty(),
-        "processes still running: {}",
-        String::from_utf8_lossy(&processes.stdout)
-    );
 }
 
 /// No half-written cache file in `cache`.

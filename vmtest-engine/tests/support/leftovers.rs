@@ -1,4 +1,5 @@
-//! What the command's end-to-end tests share.
+//! Checking that a run left nothing behind. Shared by the test crates
+//! (`#[path]`).
 
 use std::path::Path;
 use std::process::Command;
