@@ -69,7 +69,7 @@ fn debris(cache: &Path) -> Vec<String> {
 fn a_package_is_unpacked_with_its_modules_and_reused_offline() {
     let (server, _files, cache) = setup();
     let url = format!("{}/files/linux-image-6.12.deb", server.base);
-    // What runs killed with SIGKILL left (pid 999999999 is no process).
+    // What runs killed with SIGKILL left (nobody holds their locks).
     for (dir, is_dir) in [("blobs", false), ("unpacked", true)] {
         let path = cache.path().join(dir).join(".vmtest-tmp-999999999-1.tmp");
         match is_dir {
@@ -152,6 +152,48 @@ fn ubuntus_separate_modules_package_is_unpacked_into_the_same_tree() {
     );
     assert!(kernel.is_file(), "{}", kernel.display());
     assert!(debris(cache.path()).is_empty());
+
+    // Pinned, the image's digest alone leaves its modules unchecked: refused,
+    // naming the modules package and its digest; pinned both, it is used.
+    use sha2::Digest;
+    let digest = |name: &str| {
+        let bytes = std::fs::read(files.path().join(name)).unwrap();
+        format!("{:x}", sha2::Sha256::digest(bytes))
+    };
+    let (image, modules) = (
+        digest("linux-image-6.12.deb"),
+        digest("linux-modules-6.12.deb"),
+    );
+    let fresh = tempfile::tempdir().unwrap();
+    let error = supply(fresh.path())
+        .kernel(&format!("{url}#sha256={image}"), &quiet)
+        .unwrap_err();
+    let SupplyError::UnpinnedModules { digest: said, .. } = &error else {
+        panic!("{error}")
+    };
+    assert_eq!(said, &modules);
+    assert!(
+        error.to_string().contains("linux-modules-6.12.deb"),
+        "{error}"
+    );
+    let pinned = format!("{url}#sha256={image}&modules-sha256={modules}");
+    assert_eq!(
+        supply(fresh.path())
+            .kernel(&pinned, &quiet)
+            .unwrap()
+            .file_name(),
+        kernel.file_name()
+    );
+    let wrong = format!("{url}#sha256={image}&modules-sha256={}", "0".repeat(64));
+    let other = tempfile::tempdir().unwrap();
+    let error = supply(other.path()).kernel(&wrong, &quiet).unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("does not have the expected sha256"),
+        "{error}"
+    );
+    assert!(debris(fresh.path()).is_empty() && debris(other.path()).is_empty());
 }
 
 #[test]
