@@ -176,12 +176,13 @@ command -v qemu-system-x86_64 >/dev/null 2>&1 || missing+=(qemu-system-x86)
 command -v cpio >/dev/null 2>&1 || missing+=(cpio)
 # examples/bpf: clang compiles the BPF C; libbpf-sys builds its bundled libbpf
 # against libelf and zlib. tmux: the vmtest command's tests drive its
-# terminal face and shell through it.
-for package in clang libelf-dev zlib1g-dev pkg-config make tmux; do
+# terminal face and shell through it. procps (pgrep, pkill) and e2fsprogs
+# (chattr): the tests look for leftover processes and pin a snapshot.
+for package in clang libelf-dev zlib1g-dev pkg-config make tmux procps e2fsprogs; do
     dpkg_installed "$package" || missing+=("$package")
 done
 if [[ ${#missing[@]} -eq 0 ]]; then
-    info "qemu-system-x86, qemu-guest-agent, libc6-dev, cpio, clang, libelf-dev, zlib1g-dev, pkg-config, make, tmux: already installed"
+    info "qemu-system-x86, qemu-guest-agent, libc6-dev, cpio, clang, libelf-dev, zlib1g-dev, pkg-config, make, tmux, procps, e2fsprogs: already installed"
 else
     apt_install "${missing[@]}"
 fi
