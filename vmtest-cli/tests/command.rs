@@ -856,7 +856,9 @@ fn the_terminal_is_given_back_when_the_shell_is_killed() {
     );
     // After vmtest ends, the host's terminal is asked how it is set.
     let tmux = Tmux::start(
-        &format!("{vmtest}; echo VMTEST=$?; stty -a | tr ' ' '\\n' | grep -xE -- '-?(icanon|echo)' | paste -sd,"),
+        &format!(
+            "{vmtest}; echo VMTEST=$? TTY=$(stty -a | tr ' ' '\\n' | grep -xE -- '-?(icanon|echo)' | paste -sd,)"
+        ),
         90,
         30,
     );
