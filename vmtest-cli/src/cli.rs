@@ -9,6 +9,7 @@ use regex::Regex;
 
 use crate::config::{self, Boot, Target, DEFAULT_CPUS, DEFAULT_MEMORY_MIB};
 use crate::kernel::default_kernel;
+use vmtest_contract::units;
 use vmtest_engine::{is_url, url_file_name};
 
 const AFTER_HELP: &str = "\
@@ -63,7 +64,7 @@ pub struct Args {
     /// Fail the command, and stop its VM, after this long (90s, 2m, 1h;
     /// a plain number is seconds); for a configuration, the targets without
     /// a `timeout` of their own. Default: none
-    #[arg(long, value_parser = config::parse_timeout)]
+    #[arg(long, value_parser = |text: &str| units::duration(text))]
     pub timeout: Option<Duration>,
     /// The command, run by `bash -c` in the current directory; `-` for an
     /// interactive shell

@@ -9,6 +9,8 @@
 //! | N | several targets: how many failed (at most 100) |
 //! | 64 | the command line or the configuration is wrong (`EX_USAGE`); nothing booted |
 
+use vmtest_engine::{Finished, Outcome};
+
 /// The VM could not be brought up (sysexits.h `EX_UNAVAILABLE`).
 pub const UNAVAILABLE: i32 = 69;
 /// Bad command line or configuration (sysexits.h `EX_USAGE`).
@@ -19,3 +21,22 @@ pub const TIMED_OUT: i32 = 124;
 pub const SIGNAL_BASE: i32 = 128;
 /// Several targets: the count of failures, at most this.
 pub const MAX_FAILED: i32 = 100;
+
+/// One target: its command's code; several: how many failed.
+pub fn of(results: &[Finished]) -> i32 {
+    match results {
+        [finished] => match finished.outcome {
+            Outcome::Exited { code } => code,
+            Outcome::Signaled { signal } => SIGNAL_BASE + signal,
+            Outcome::TimedOut { .. } => TIMED_OUT,
+            _ => UNAVAILABLE,
+        },
+        results => {
+            let failed = results
+                .iter()
+                .filter(|finished| !matches!(finished.outcome, Outcome::Exited { code: 0 }))
+                .count();
+            (failed as i32).min(MAX_FAILED)
+        }
+    }
+}

@@ -6,18 +6,19 @@ mod cli;
 mod config;
 mod exit_codes;
 mod image;
+mod jobs;
 mod kernel;
-mod plan;
 mod run;
 mod shell;
 mod signals;
+mod start;
 mod ui;
 
 use clap::Parser;
 
 fn main() {
     // In a guest, this binary is the test server that runs the commands.
-    vmtest_engine::serve_if_requested(None);
+    vmtest_guest::serve_if_requested(None);
     let interrupted = signals::watch();
     let code = run::main(cli::Args::parse());
     // Every VM is down and every file gone by now.

@@ -3,20 +3,21 @@
 
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 
 use std::io::IsTerminal;
 
-use vmtest_engine::{
-    chain, is_url, Engine, Event, Finished, GuestServer, Outcome, SetupError, Supply, SupplyError,
-};
+use vmtest_engine::{chain, is_url, Event, Finished, Supply, SupplyError};
 
 use crate::cli::{Args, Mode};
 use crate::config::{Boot, Target};
 use crate::exit_codes;
 use crate::image;
-use crate::plan::{plan, Planned};
+use crate::jobs::{job_for, TargetJob};
 use crate::shell;
+use crate::start;
 use crate::ui::{TargetInfo, Ui};
 
 /// Runs what `args` ask for; returns the exit code.
@@ -103,34 +104,17 @@ fn fetch_kernels(targets: &mut [Target]) -> Result<(), (i32, String)> {
     Ok(())
 }
 
-/// Starts the engine, with `reporter` hearing its events.
-pub fn engine(reporter: Arc<dyn vmtest_engine::Reporter>) -> Result<Engine, (i32, String)> {
-    let server = GuestServer::this_process().map_err(|error| {
-        (
-            exit_codes::UNAVAILABLE,
-            format!("cannot tell which binary this is: {error}"),
-        )
-    })?;
-    Engine::new(server, reporter).map_err(|error| {
-        let code = match error {
-            SetupError::Settings(_) => exit_codes::USAGE,
-            _ => exit_codes::UNAVAILABLE,
-        };
-        (code, chain(&error))
-    })
-}
-
 /// Runs `targets` (from `dir`'s configuration); returns the exit code.
 fn targets(targets: Vec<Target>, dir: &Path, note: Option<String>) -> i32 {
-    let planned: Vec<Planned> = targets.iter().map(|target| plan(target, dir)).collect();
+    let jobs: Vec<TargetJob> = targets.iter().map(|target| job_for(target, dir)).collect();
     let infos = targets
         .iter()
-        .zip(&planned)
-        .map(|(target, planned)| TargetInfo {
+        .zip(&jobs)
+        .map(|(target, job)| TargetInfo {
             name: target.name.clone(),
-            shape: match planned {
-                Planned::Kernel(job) => Some(job.shape.clone()),
-                Planned::Image(_) => None,
+            shape: match job {
+                TargetJob::Kernel(job) => Some(job.shape.clone()),
+                TargetJob::Image(_) => None,
             },
         })
         .collect();
@@ -138,60 +122,36 @@ fn targets(targets: Vec<Target>, dir: &Path, note: Option<String>) -> i32 {
     if let Some(note) = note {
         ui.notice(&note);
     }
-    let engine = match engine(Arc::clone(&ui) as Arc<dyn vmtest_engine::Reporter>) {
+    let engine = match start::engine(Arc::clone(&ui) as Arc<dyn vmtest_engine::Reporter>) {
         Ok(engine) => engine,
         Err((code, message)) => {
             ui.notice(&message);
             return code;
         }
     };
-    let results: Mutex<Vec<Option<Finished>>> = Mutex::new(vec![None; planned.len()]);
+    let results: Mutex<Vec<Option<Finished>>> = Mutex::new(vec![None; jobs.len()]);
     let next = AtomicUsize::new(0);
     let workers = std::thread::available_parallelism()
         .map_or(1, usize::from)
-        .min(planned.len());
+        .min(jobs.len());
     std::thread::scope(|scope| {
         for _ in 0..workers {
             scope.spawn(|| loop {
                 let index = next.fetch_add(1, Ordering::Relaxed);
-                let Some(planned) = planned.get(index) else {
+                let Some(job) = jobs.get(index) else {
                     break;
                 };
-                let finished = match planned {
-                    Planned::Kernel(job) => engine.run(job.clone()),
-                    Planned::Image(run) => image::run(&engine, run, index, &ui),
+                let finished = match job {
+                    TargetJob::Kernel(job) => engine.run(job.clone()),
+                    TargetJob::Image(run) => image::run(&engine, run, index, &ui),
                 };
-                results.lock().unwrap_or_else(|p| p.into_inner())[index] = Some(finished);
+                results.lock()[index] = Some(finished);
             });
         }
     });
     ui.finish();
     engine.shutdown();
     drop(engine);
-    let results: Vec<Finished> = results
-        .into_inner()
-        .unwrap_or_else(|p| p.into_inner())
-        .into_iter()
-        .flatten()
-        .collect();
-    exit_code(&results)
-}
-
-/// One target: its command's code; several: how many failed.
-pub fn exit_code(results: &[Finished]) -> i32 {
-    match results {
-        [finished] => match finished.outcome {
-            Outcome::Exited { code } => code,
-            Outcome::Signaled { signal } => exit_codes::SIGNAL_BASE + signal,
-            Outcome::TimedOut { .. } => exit_codes::TIMED_OUT,
-            _ => exit_codes::UNAVAILABLE,
-        },
-        results => {
-            let failed = results
-                .iter()
-                .filter(|finished| !matches!(finished.outcome, Outcome::Exited { code: 0 }))
-                .count();
-            (failed as i32).min(exit_codes::MAX_FAILED)
-        }
-    }
+    let results: Vec<Finished> = results.into_inner().into_iter().flatten().collect();
+    exit_codes::of(&results)
 }

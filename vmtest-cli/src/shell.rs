@@ -12,29 +12,30 @@
 
 use std::io::{IsTerminal, Read};
 use std::path::Path;
-use std::sync::Arc;
-use std::sync::{mpsc, Mutex, MutexGuard};
+use std::sync::{mpsc, Arc};
+
+use parking_lot::{Mutex, MutexGuard};
 
 use rustix::termios::{OptionalActions, Termios};
 use signal_hook::consts::SIGWINCH;
 use signal_hook::iterator::Signals;
-use vmtest_engine::{Command, Event, Input, Job, Outcome, Reporter, Stream, WindowSize, Work};
+use vmtest_engine::{Event, Input, Job, Outcome, Program, Reporter, Stream, WindowSize, Work};
 
 use crate::config::Target;
-use crate::plan::{plan, Planned};
-use crate::run;
+use crate::jobs::{job_for, TargetJob};
+use crate::{exit_codes, start};
 
 /// Runs a shell in a guest booted as `target` says; returns the shell's
 /// exit code.
 pub fn run(target: &Target, cwd: &Path, note: Option<String>) -> i32 {
     let interactive = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
-    let Planned::Kernel(job) = plan(target, cwd) else {
+    let TargetJob::Kernel(job) = job_for(target, cwd) else {
         unreachable!("the command line makes kernel targets only")
     };
     if let Some(note) = note {
         eprintln!("vmtest: {note}");
     }
-    let engine = match run::engine(Arc::new(Screen { interactive })) {
+    let engine = match start::engine(Arc::new(Screen { interactive })) {
         Ok(engine) => engine,
         Err((code, message)) => {
             eprintln!("vmtest: {message}");
@@ -42,16 +43,16 @@ pub fn run(target: &Target, cwd: &Path, note: Option<String>) -> i32 {
         }
     };
     let cwd = match &job.work {
-        Work::Command(command) => command.cwd.clone(),
+        Work::Program(program) => program.cwd.clone(),
         Work::Test { .. } => unreachable!("a command target"),
     };
     let job = Job {
-        work: Work::Command(Command {
+        work: Work::Program(Program {
             program: "bash".into(),
             cwd,
             terminal: interactive.then(window_size),
             stdin: true,
-            ..Command::default()
+            ..Program::default()
         }),
         ..job
     };
@@ -72,7 +73,7 @@ pub fn run(target: &Target, cwd: &Path, note: Option<String>) -> i32 {
     ) {
         eprintln!("vmtest: {}", finished.outcome);
     }
-    run::exit_code(&[finished])
+    exit_codes::of(&[finished])
 }
 
 /// What the shell session shows besides the shell's own output.
@@ -141,9 +142,7 @@ fn window_size() -> WindowSize {
 static SAVED: Mutex<Option<Termios>> = Mutex::new(None);
 
 fn saved() -> MutexGuard<'static, Option<Termios>> {
-    SAVED
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
+    SAVED.lock()
 }
 
 /// Gives the terminal its settings back if a shell made it raw; safe to

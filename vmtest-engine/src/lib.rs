@@ -1,14 +1,16 @@
-//! The engine of vmtest: runs jobs (tests, commands) inside QEMU guests
+//! The engine of vmtest: runs jobs (tests, programs) inside QEMU guests
 //! booted from chosen Linux kernels, with the host's root shared read-only
 //! over 9p, and reports what happens as [`Event`]s.
 //!
 //! Two front doors share it: the libtest harness (`vmtest-harness`) and the
 //! `vmtest` command. Each builds an [`Engine`] with a [`Reporter`] (the only
-//! code that prints), runs [`Job`]s, and maps each [`Outcome`] once.
+//! code that prints), runs [`Job`]s, and maps each [`Outcome`] once. The
+//! engine never prints, never installs a signal handler and never exits the
+//! process: a front door that is told to stop calls [`cancel`].
 //!
 //! ```no_run
 //! use std::sync::Arc;
-//! use vmtest_engine::{Command, Engine, Event, GuestServer, Job, Reporter, VmShape, Work};
+//! use vmtest_engine::{Engine, Event, GuestServer, Job, Program, Reporter, VmShape, Work};
 //!
 //! struct Print;
 //! impl Reporter for Print {
@@ -21,15 +23,15 @@
 //!
 //! fn main() {
 //!     // The guest runs this very binary as its test server.
-//!     vmtest_engine::serve_if_requested(None);
+//!     vmtest_guest::serve_if_requested(None);
 //!     let engine = Engine::new(GuestServer::this_process().unwrap(), Arc::new(Print)).unwrap();
 //!     let finished = engine.run(Job {
 //!         name: "uname".into(),
 //!         shape: VmShape::new("/boot/vmlinuz"),
-//!         work: Work::Command(Command {
+//!         work: Work::Program(Program {
 //!             program: "uname".into(),
 //!             args: vec!["-r".into()],
-//!             ..Command::default()
+//!             ..Program::default()
 //!         }),
 //!         timeout: None,
 //!         allowed_splats: Vec::new(),
@@ -39,52 +41,58 @@
 //! }
 //! ```
 //!
-//! Layers: [`contract`] (what host and guest share), the guest side
-//! ([`serve_if_requested`] and the init in `guest/init.rs`), and the host
-//! side (boot media, QEMU, VMs, the pool, the engine).
+//! # Layers
+//!
+//! Each layer imports only those below it (checked in CI: `cargo modules
+//! dependencies --acyclic`); the crates below the engine are cargo's to
+//! keep in order.
+//!
+//! ```text
+//!  front doors      vmtest-harness (libtest)     vmtest-cli (the command)
+//!                        └──────── vmtest-frontdoor (signals) ──┘
+//!  ─────────────────────────────────────────────────────────────────────
+//!  run              the Engine, the pool of VMs by shape, disk-image jobs,
+//!                   SetupError                                 run/
+//!  vm               one VM: spec, boot and restore, the guest's link,
+//!                   the reader thread, jobs in it, layout      vm/
+//!  snapshot         saved guests, named by what they depend on snapshot/
+//!  qemu             command line, process, QMP, guest agent    qemu/
+//!  media            kernel images, modules, initramfs, downloads media/
+//!  host             settings, private dirs, caches, leases,
+//!                   cancellation                               host/
+//!  model            jobs, shapes, outcomes, events, deaths     model/
+//!  ─────────────────────────────────────────────────────────────────────
+//!  vmtest-guest     the guest init and test server (what runs in the VM)
+//!  vmtest-contract  boot parameters, control protocol, units
+//! ```
 
-mod accel;
-mod boot;
-mod cache;
-mod cancel;
-#[doc(hidden)]
-pub mod contract;
-mod engine;
-mod error;
-mod events;
-mod guest;
-mod image;
-mod lease;
-mod outcome;
-mod pool;
-mod private;
+mod host;
+mod media;
+mod model;
 mod qemu;
-mod run_dir;
-mod settings;
-mod shape;
+mod run;
 mod snapshot;
-mod splat;
-mod supply;
 mod vm;
 
-pub use accel::{Accel, Choice};
-pub use boot::bzimage::{kernel_version as kernel_release, ImageError};
-pub use boot::PrepareError;
-pub use cancel::cancel;
-pub use contract::messages::{JobId, Stream, Verdict, WindowSize};
-pub use contract::SHARED_DIR_VAR;
-pub use engine::{Command, Engine, GuestServer, Input, Job, Work};
-pub use error::{chain, SetupError};
-pub use events::{Event, Reporter, VmId};
-pub use guest::{serve_if_requested, TestRunner};
-pub use image::ImageJob;
-pub use outcome::{signal_name, Captured, Finished, Outcome};
-pub use private::PrivateDirError;
-pub use qemu::process::SpawnError;
-pub use settings::{Settings, SettingsError};
-pub use shape::{Mount, VmShape, DEFAULT_CPUS, DEFAULT_MEMORY_MIB};
-pub use splat::Splat;
-pub use supply::{
+pub use host::cancel::cancel;
+pub use host::private::PrivateDirError;
+pub use host::settings::{Settings, SettingsError};
+pub use media::bzimage::{kernel_version as image_kernel_version, KernelImageError};
+pub use media::prepare::PrepareError;
+pub use media::supply::{
     deb::DebError, fetch::FetchError, is_url, url_file_name, user_cache_dir, Supply, SupplyError,
 };
-pub use vm::{BootError, DeathCause, Details, VmDeath};
+pub use model::accel::{Accel, AccelChoice};
+pub use model::death::{DeathCause, VmDeath, VmLogs};
+pub use model::events::{Event, Reporter, VmId};
+pub use model::job::{GuestServer, Input, Job, Program, Work};
+pub use model::outcome::{chain, signal_name, Captured, Finished, Outcome, SetupCause};
+pub use model::shape::{Mount, VmShape, DEFAULT_CPUS, DEFAULT_MEMORY_MIB};
+pub use model::splat::{Splat, SplatPatternError};
+pub use qemu::process::SpawnError;
+pub use run::engine::Engine;
+pub use run::error::SetupError;
+pub use run::image::{DiskImageError, ImageJob};
+pub use vm::error::{BootError, JobRefused};
+pub use vmtest_contract::messages::{JobId, Stream, Verdict, WindowSize};
+pub use vmtest_contract::SHARED_DIR_VAR;

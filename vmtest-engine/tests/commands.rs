@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 
 use libtest_mimic::{Arguments, Failed, Trial};
 use vmtest_engine::{
-    Command, Engine, Event, GuestServer, Job, JobId, Outcome, Reporter, Stream, VmShape,
+    Engine, Event, GuestServer, Job, JobId, Outcome, Program, Reporter, Stream, VmShape,
     WindowSize, Work,
 };
 
@@ -64,22 +64,22 @@ fn kernel() -> PathBuf {
 }
 
 /// Runs `program args` in the guest as job `name`.
-fn run(engine: &Engine, name: &str, command: Command) -> Outcome {
+fn run(engine: &Engine, name: &str, command: Program) -> Outcome {
     let finished = engine.run(Job {
         name: name.into(),
         shape: VmShape::new(kernel().canonicalize().expect("run scripts/setup.sh")),
-        work: Work::Command(command),
+        work: Work::Program(command),
         timeout: Some(std::time::Duration::from_secs(60)),
         allowed_splats: Vec::new(),
     });
     finished.outcome
 }
 
-fn sh(script: &str) -> Command {
-    Command {
+fn sh(script: &str) -> Program {
+    Program {
         program: "sh".into(),
         args: vec!["-c".into(), script.into()],
-        ..Command::default()
+        ..Program::default()
     }
 }
 
@@ -92,7 +92,7 @@ fn check(condition: bool, what: String) -> Result<(), Failed> {
 }
 
 fn main() {
-    vmtest_engine::serve_if_requested(None);
+    vmtest_guest::serve_if_requested(None);
     let args = Arguments::from_args();
     let outputs = Arc::new(Outputs::default());
     let engine = Arc::new(
@@ -132,7 +132,7 @@ fn main() {
         (
             "a_terminal_is_a_terminal_of_the_size_asked",
             |engine, outputs| {
-                let command = Command {
+                let command = Program {
                     terminal: Some(WindowSize {
                         rows: 33,
                         cols: 101,
@@ -155,7 +155,7 @@ fn main() {
         (
             "environment_and_working_directory_are_as_asked",
             |engine, outputs| {
-                let command = Command {
+                let command = Program {
                     env: Some(vec!["GREETING=hello".into(), "PATH=/usr/bin:/bin".into()]),
                     cwd: Some("/usr/share".into()),
                     ..sh("echo $GREETING; pwd; echo ${HOME:-no home}")
@@ -172,9 +172,9 @@ fn main() {
         (
             "a_missing_program_exits_127_and_says_why",
             |engine, outputs| {
-                let command = Command {
+                let command = Program {
                     program: "no-such-program".into(),
-                    ..Command::default()
+                    ..Program::default()
                 };
                 let outcome = run(engine, "missing", command);
                 check(
@@ -189,10 +189,10 @@ fn main() {
             },
         ),
         ("commands_see_the_guest_kernel", |engine, outputs| {
-            let command = Command {
+            let command = Program {
                 program: "uname".into(),
                 args: vec!["-r".into()],
-                ..Command::default()
+                ..Program::default()
             };
             let outcome = run(engine, "uname", command);
             check(

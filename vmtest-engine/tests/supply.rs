@@ -92,7 +92,10 @@ fn a_package_is_unpacked_with_its_modules_and_reused_offline() {
         .join(release)
         .join("kernel/fs/9p")
         .is_dir());
-    assert_eq!(vmtest_engine::kernel_release(&kernel).unwrap(), release);
+    assert_eq!(
+        vmtest_engine::image_kernel_version(&kernel).unwrap(),
+        release
+    );
     // The package and Ubuntu's modules package beside it (a 404 here).
     assert_eq!(server.requests(), 2);
     drop(server);

@@ -23,7 +23,7 @@ use crate::{guest, registry, runner, signals};
 /// Call it from the test target's `main`. It exits the process with
 /// libtest's exit code (101 when a test failed), after shutting down every VM.
 pub fn main() -> ! {
-    vmtest_engine::serve_if_requested(Some(guest::run_test));
+    vmtest_guest::serve_if_requested(Some(guest::run_test));
     let interrupted = signals::watch();
     let args = Arguments::from_args();
     let env = |var: &str| std::env::var(var).ok();

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use vmtest_engine::{is_url, kernel_release, SupplyError, VmShape};
+use vmtest_engine::{image_kernel_version, is_url, SupplyError, VmShape};
 
 use crate::plan::{Kernel, PlannedTest};
 use crate::vars::{expand, VarError};
@@ -83,7 +83,7 @@ pub(crate) fn gated(planned: &PlannedTest, shape: &VmShape) -> Option<String> {
     if test.min_kernel.is_none() && test.max_kernel.is_none() {
         return None;
     }
-    let release = kernel_release(&shape.kernel).ok()?;
+    let release = image_kernel_version(&shape.kernel).ok()?;
     version::outside(&release, test.min_kernel, test.max_kernel)
 }
 

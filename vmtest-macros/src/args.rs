@@ -5,6 +5,7 @@ use proc_macro2::TokenStream;
 use syn::meta::ParseNestedMeta;
 use syn::parse::Parser;
 use syn::{Error, Expr, ExprLit, Lit, LitInt, LitStr, Result, Token};
+use vmtest_contract::units;
 
 /// Every accepted key, with the example its errors show.
 const KEYS: &[(&str, &str)] = &[
@@ -25,11 +26,6 @@ const KEYS: &[(&str, &str)] = &[
         r#"allow_splats = ["WARNING: .* my_module_"]"#,
     ),
 ];
-
-/// Guests smaller than this do not boot a stock distribution kernel reliably.
-const MIN_MEMORY_MIB: u32 = 64;
-/// The most vCPUs a test may ask for.
-const MAX_CPUS: u32 = 64;
 
 /// The parsed arguments; `None` means "the harness's default".
 #[derive(Default)]
@@ -94,7 +90,7 @@ impl Args {
             }),
             "memory" => set(&mut self.memory_mib, meta, &key, |value| {
                 let lit = string(value, "memory")?;
-                parse_memory(&lit.value()).map_err(|message| Error::new_spanned(lit, message))
+                units::memory_mib(&lit.value()).map_err(|error| Error::new_spanned(lit, error))
             }),
             "cpus" => set(&mut self.cpus, meta, &key, cpus),
             "kernel_args" => set(&mut self.kernel_args, meta, &key, |value| {
@@ -102,7 +98,9 @@ impl Args {
             }),
             "timeout" => set(&mut self.timeout_ms, meta, &key, |value| {
                 let lit = string(value, "timeout")?;
-                parse_timeout(&lit.value()).map_err(|message| Error::new_spanned(lit, message))
+                units::duration(&lit.value())
+                    .map(|duration| u64::try_from(duration.as_millis()).unwrap_or(u64::MAX))
+                    .map_err(|error| Error::new_spanned(lit, format!("timeout {error}")))
             }),
             "allow_splats" => set(&mut self.allow_splats, meta, &key, pattern_list),
             "min_kernel" => set(&mut self.min_kernel, meta, &key, |value| {
@@ -320,7 +318,10 @@ fn cpus(value: &Expr) -> Result<u32> {
     let range_error = || {
         Error::new_spanned(
             value,
-            format!("expected a number of vCPUs from 1 to {MAX_CPUS}: `cpus = 2`"),
+            format!(
+                "expected a number of vCPUs from 1 to {}: `cpus = 2`",
+                units::MAX_CPUS
+            ),
         )
     };
     let lit: &LitInt = match literal(value) {
@@ -328,135 +329,9 @@ fn cpus(value: &Expr) -> Result<u32> {
         _ => return Err(range_error()),
     };
     match lit.base10_parse::<u32>() {
-        Ok(cpus) if (1..=MAX_CPUS).contains(&cpus) => Ok(cpus),
+        Ok(cpus) if (1..=units::MAX_CPUS).contains(&cpus) => Ok(cpus),
         _ => Err(range_error()),
     }
-}
-
-/// Why a decimal number times a unit is not usable.
-#[derive(Debug, PartialEq)]
-enum ScaleError {
-    /// Not digits with at most one `.` between digits.
-    Malformed,
-    /// The product has a fractional part.
-    NotWhole,
-    /// The product does not fit.
-    TooLarge,
-}
-
-/// `number * factor` for a decimal `number` such as `"2"` or `"1.5"`,
-/// computed exactly.
-fn scale(number: &str, factor: u128) -> std::result::Result<u128, ScaleError> {
-    let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
-    let is_digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
-    if !is_digits(whole) || (number.contains('.') && !is_digits(fraction)) {
-        return Err(ScaleError::Malformed);
-    }
-    let mut mantissa: u128 = 0;
-    let mut divisor: u128 = 1;
-    for (index, digit) in whole.bytes().chain(fraction.bytes()).enumerate() {
-        mantissa = mantissa
-            .checked_mul(10)
-            .and_then(|m| m.checked_add(u128::from(digit - b'0')))
-            .ok_or(ScaleError::TooLarge)?;
-        if index >= whole.len() {
-            divisor = divisor.checked_mul(10).ok_or(ScaleError::TooLarge)?;
-        }
-    }
-    let product = mantissa.checked_mul(factor).ok_or(ScaleError::TooLarge)?;
-    if product % divisor != 0 {
-        return Err(ScaleError::NotWhole);
-    }
-    Ok(product / divisor)
-}
-
-/// Splits `"512M"` into `("512", "M")`.
-fn split_unit(text: &str) -> (&str, &str) {
-    let end = text
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(text.len());
-    text.split_at(end)
-}
-
-/// Guest memory as written in the attribute (`"512M"`, `"1G"`, `"1536MiB"`,
-/// `"2GiB"`, `"1.5G"`), in MiB. `M` and `G` are binary units, as in QEMU's `-m`.
-fn parse_memory(text: &str) -> std::result::Result<u32, String> {
-    const MIB: u128 = 1 << 20;
-    const EXPECTED: &str = r#"expected a size such as "512M", "1G", "1536MiB" or "2GiB""#;
-    let (number, unit) = split_unit(text);
-    let factor = match unit {
-        "M" | "MiB" => MIB,
-        "G" | "GiB" => 1 << 30,
-        "" if !number.is_empty() => {
-            return Err(format!(
-                r#"memory {text:?} has no unit: write "{number}M" or "{number}G""#
-            ))
-        }
-        _ if number.is_empty() => return Err(format!("{EXPECTED}, not {text:?}")),
-        _ => {
-            return Err(format!(
-                "unknown memory unit `{unit}` in {text:?}: use M, MiB, G or GiB"
-            ))
-        }
-    };
-    let bytes = match scale(number, factor) {
-        Ok(bytes) => bytes,
-        Err(ScaleError::Malformed) => return Err(format!("{EXPECTED}, not {text:?}")),
-        Err(ScaleError::NotWhole) => {
-            return Err(format!("memory {text:?} is not a whole number of MiB"))
-        }
-        Err(ScaleError::TooLarge) => return Err(format!("memory {text:?} is too large")),
-    };
-    if bytes % MIB != 0 {
-        return Err(format!("memory {text:?} is not a whole number of MiB"));
-    }
-    let mib = u32::try_from(bytes / MIB).map_err(|_| format!("memory {text:?} is too large"))?;
-    if mib < MIN_MEMORY_MIB {
-        return Err(format!(
-            r#"memory {text:?} is too small: give at least "{MIN_MEMORY_MIB}M""#
-        ));
-    }
-    Ok(mib)
-}
-
-/// A timeout as written in the attribute (`"500ms"`, `"30s"`, `"2m"`, `"1h"`,
-/// `"1.5s"`), in milliseconds.
-fn parse_timeout(text: &str) -> std::result::Result<u64, String> {
-    const EXPECTED: &str = r#"expected a duration such as "500ms", "30s", "2m" or "1h""#;
-    let (number, unit) = split_unit(text);
-    let factor = match unit {
-        "ms" => 1,
-        "s" => 1_000,
-        "m" => 60_000,
-        "h" => 3_600_000,
-        "" if !number.is_empty() => {
-            return Err(format!(
-                r#"timeout {text:?} has no unit: write "{number}s" (or ms, m, h)"#
-            ))
-        }
-        _ if number.is_empty() => return Err(format!("{EXPECTED}, not {text:?}")),
-        _ => {
-            return Err(format!(
-                "unknown timeout unit `{unit}` in {text:?}: use ms, s, m or h"
-            ))
-        }
-    };
-    let ms = match scale(number, factor) {
-        Ok(ms) => ms,
-        Err(ScaleError::Malformed) => return Err(format!("{EXPECTED}, not {text:?}")),
-        Err(ScaleError::NotWhole) => {
-            return Err(format!(
-                "timeout {text:?} is not a whole number of milliseconds"
-            ))
-        }
-        Err(ScaleError::TooLarge) => return Err(format!("timeout {text:?} is too large")),
-    };
-    if ms == 0 {
-        return Err(format!(
-            "timeout {text:?} is zero: give a positive duration such as \"30s\""
-        ));
-    }
-    u64::try_from(ms).map_err(|_| format!("timeout {text:?} is too large"))
 }
 
 #[cfg(test)]
@@ -470,61 +345,6 @@ mod tests {
         assert_eq!(edit_distance("cpu", "cpus"), 1);
         assert_eq!(edit_distance("", "cpus"), 4);
         assert_eq!(edit_distance("timeout", "timeout"), 0);
-    }
-
-    #[test]
-    fn memory_units() {
-        assert_eq!(parse_memory("512M"), Ok(512));
-        assert_eq!(parse_memory("1G"), Ok(1024));
-        assert_eq!(parse_memory("2048M"), Ok(2048));
-        assert_eq!(parse_memory("1536MiB"), Ok(1536));
-        assert_eq!(parse_memory("2GiB"), Ok(2048));
-        assert_eq!(parse_memory("1.5G"), Ok(1536));
-        assert_eq!(parse_memory("64M"), Ok(64));
-        assert_eq!(parse_memory("4096G"), Ok(4 << 20));
-    }
-
-    #[test]
-    fn memory_errors() {
-        let error = |text| parse_memory(text).unwrap_err();
-        assert!(error("63M").contains("too small"), "{}", error("63M"));
-        assert!(error("0G").contains("too small"));
-        assert!(error("512").contains(r#"write "512M""#), "{}", error("512"));
-        assert!(error("1GB").contains("unknown memory unit `GB`"));
-        assert!(error("512 M").contains("unknown memory unit ` M`"));
-        assert!(error("1.0001G").contains("whole number of MiB"));
-        assert!(error("100.5M").contains("whole number of MiB"));
-        assert!(error("").starts_with("expected a size"));
-        assert!(error("M").starts_with("expected a size"));
-        assert!(error("1.G").starts_with("expected a size"));
-        assert!(error(".5G").starts_with("expected a size"));
-        assert!(error("1.2.3G").starts_with("expected a size"));
-        assert!(error("-1G").starts_with("expected a size"));
-        assert!(error("4294967296M").contains("too large"));
-        assert!(error("99999999999999999999999999999999999999999G").contains("too large"));
-    }
-
-    #[test]
-    fn timeout_units() {
-        assert_eq!(parse_timeout("500ms"), Ok(500));
-        assert_eq!(parse_timeout("30s"), Ok(30_000));
-        assert_eq!(parse_timeout("2m"), Ok(120_000));
-        assert_eq!(parse_timeout("1h"), Ok(3_600_000));
-        assert_eq!(parse_timeout("1.5s"), Ok(1_500));
-        assert_eq!(parse_timeout("0.001s"), Ok(1));
-    }
-
-    #[test]
-    fn timeout_errors() {
-        let error = |text| parse_timeout(text).unwrap_err();
-        assert!(error("0s").contains("zero"));
-        assert!(error("0ms").contains("zero"));
-        assert!(error("30").contains(r#"write "30s""#), "{}", error("30"));
-        assert!(error("30sec").contains("unknown timeout unit `sec`"));
-        assert!(error("1.5ms").contains("whole number of milliseconds"));
-        assert!(error("s").starts_with("expected a duration"));
-        assert!(error("").starts_with("expected a duration"));
-        assert!(error("99999999999999999999h").contains("too large"));
     }
 
     fn parse(tokens: TokenStream) -> Result<Args> {
@@ -622,9 +442,19 @@ mod tests {
         assert!(error(quote!(memory = 1024)).starts_with("expected a string literal"));
         assert!(error(quote!(memory = "32M")).contains("too small"));
         assert!(error(quote!(timeout = 60)).starts_with("expected a string literal"));
-        for cpus in [quote!(0), quote!(65), quote!(-1), quote!("2"), quote!(1.5)] {
-            assert!(error(quote!(cpus = #cpus)).contains("from 1 to 64"));
+        for cpus in [quote!(0), quote!(256), quote!(-1), quote!("2"), quote!(1.5)] {
+            assert!(error(quote!(cpus = #cpus)).contains("from 1 to 255"));
         }
+        // The one syntax of sizes and durations (vmtest-contract's units).
+        assert_eq!(
+            parse(quote!(memory = "4096")).unwrap().memory_mib,
+            Some(4096)
+        );
+        assert_eq!(
+            parse(quote!(timeout = "90")).unwrap().timeout_ms,
+            Some(90_000)
+        );
+        assert!(error(quote!(timeout = "0s")).starts_with("timeout \"0s\" is zero"));
         assert!(error(quote!(kernel_args = 1)).starts_with("expected a string literal"));
         assert!(error(quote!(allow_splats = "x")).starts_with("expected an array"));
         assert!(error(quote!(min_kernel = "6.x")).contains("is not a kernel version"));

@@ -9,21 +9,21 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
+
+use parking_lot::{Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use console::{style, Term};
 
 use super::lines::Lines;
-use super::{Face, Stage, Verdict};
+use super::{Ending, Face, Stage};
 
 /// Lines shown of a running target's output.
 const WINDOW: usize = 8;
 /// How often the times on screen move on.
 const TICK: Duration = Duration::from_millis(100);
-/// The most output kept per target, to show when it fails.
-const KEPT: usize = 1 << 20;
 const SPINNER: [&str; 8] = ["⠋", "⠙", "⠹", "⠸", "⠼", "⠴", "⠦", "⠧"];
 
 pub struct Live {
@@ -56,8 +56,6 @@ struct TargetView {
     /// The last lines, and the line being written.
     window: VecDeque<String>,
     lines: Lines,
-    /// All of its output (up to [`KEPT`]), for a failure.
-    output: Vec<u8>,
 }
 
 impl Live {
@@ -74,7 +72,6 @@ impl Live {
                         since: now,
                         window: VecDeque::new(),
                         lines: Lines::default(),
-                        output: Vec::new(),
                     })
                     .collect(),
                 committed: 0,
@@ -102,9 +99,7 @@ impl Live {
 
 impl Shared {
     fn state(&self) -> MutexGuard<'_, State> {
-        self.state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state.lock()
     }
 
     /// Redraws the live region: commits finished targets, then draws the rest.
@@ -115,10 +110,10 @@ impl Shared {
         let _ = self.term.clear_last_lines(state.drawn);
         state.drawn = 0;
         while let Some(target) = state.targets.get(state.committed) {
-            let Stage::Done(verdict) = &target.stage else {
+            let Stage::Done(ending) = &target.stage else {
                 break;
             };
-            let block = final_block(target, verdict, single);
+            let block = final_block(target, ending, single);
             let _ = self.term.write_str(&block);
             state.committed += 1;
         }
@@ -183,10 +178,10 @@ fn clean(line: &[u8]) -> String {
 }
 
 /// What stays on screen when a target has ended.
-fn final_block(target: &TargetView, verdict: &Verdict, single: bool) -> String {
+fn final_block(target: &TargetView, ending: &Ending, single: bool) -> String {
     let mut block = String::new();
-    let took = format!("{:.1}s", verdict.duration.as_secs_f32());
-    if verdict.passed {
+    let took = format!("{:.1}s", ending.duration.as_secs_f32());
+    if ending.passed {
         block.push_str(&format!(
             "{} {}  {}\n",
             style("✓").green().bold(),
@@ -202,15 +197,15 @@ fn final_block(target: &TargetView, verdict: &Verdict, single: bool) -> String {
         ));
         // With one target the output has passed through already.
         if !single {
-            for line in String::from_utf8_lossy(&target.output).lines() {
+            for line in ending.output.lines() {
                 block.push_str(&format!("  {} {}\n", style("│").red(), line));
             }
         }
-        for line in verdict.reason.lines() {
+        for line in ending.reason.lines() {
             block.push_str(&format!("  {}\n", style(line).red()));
         }
     }
-    for splat in &verdict.splats {
+    for splat in &ending.splats {
         block.push_str(&format!(
             "  {}\n",
             style("the guest kernel logged a splat:").yellow().bold()
@@ -248,9 +243,6 @@ impl Face for Live {
         }
         let mut state = self.shared.state();
         let target = &mut state.targets[index];
-        if target.output.len() < KEPT {
-            target.output.extend_from_slice(data);
-        }
         let window = &mut target.window;
         target.lines.push(data, |line| {
             window.push_back(clean(line));
@@ -273,7 +265,7 @@ impl Face for Live {
 
     fn finish(&self) {
         self.shared.done.store(true, Ordering::Relaxed);
-        if let Some(ticker) = self.ticker.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        if let Some(ticker) = self.ticker.lock().take() {
             let _ = ticker.join();
         }
         let mut state = self.shared.state();
@@ -282,7 +274,7 @@ impl Face for Live {
             let failed = state
                 .targets
                 .iter()
-                .filter(|target| !matches!(&target.stage, Stage::Done(verdict) if verdict.passed))
+                .filter(|target| !matches!(&target.stage, Stage::Done(ending) if ending.passed))
                 .count();
             let total = state.targets.len();
             let summary = match failed {

@@ -15,7 +15,9 @@ mod plain;
 
 use std::collections::HashMap;
 use std::io::IsTerminal;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::Duration;
 
 use vmtest_engine::{chain, Event, Finished, JobId, Outcome, Reporter, Splat, VmShape};
@@ -46,21 +48,24 @@ pub enum Stage {
     Waiting,
     Booting { what: String },
     Running,
-    Done(Verdict),
+    Done(Ending),
 }
 
 /// How a target ended, as a face shows it.
 #[derive(Debug, Clone)]
-pub struct Verdict {
+pub struct Ending {
     pub passed: bool,
+    /// What it printed (both ends, as the engine keeps them), for a
+    /// failure.
+    pub output: String,
     /// Why it failed: empty when it passed.
     pub reason: String,
     pub splats: Vec<Splat>,
     pub duration: Duration,
 }
 
-impl Verdict {
-    pub fn of(finished: &Finished) -> Verdict {
+impl Ending {
+    pub fn of(finished: &Finished) -> Ending {
         let passed = matches!(finished.outcome, Outcome::Exited { code: 0 });
         let reason = match &finished.outcome {
             Outcome::Exited { code: 0 } => String::new(),
@@ -72,8 +77,9 @@ impl Verdict {
             Outcome::SetupFailed(error) => chain(error.as_ref()),
             outcome => outcome.to_string(),
         };
-        Verdict {
+        Ending {
             passed,
+            output: finished.output.text(),
             reason,
             splats: finished.splats.clone(),
             duration: finished.duration,
@@ -176,20 +182,12 @@ impl Reporter for Ui {
             )),
             Event::JobStarted { job, name, .. } => {
                 if let Some(index) = self.by_name(name) {
-                    self.jobs
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .insert(*job, index);
+                    self.jobs.lock().insert(*job, index);
                     self.face.stage(index, &Stage::Running);
                 }
             }
             Event::Output { job, stream, data } => {
-                let index = self
-                    .jobs
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .get(job)
-                    .copied();
+                let index = self.jobs.lock().get(job).copied();
                 if let Some(index) = index {
                     self.face
                         .output(index, *stream == vmtest_engine::Stream::Stderr, data);
@@ -197,7 +195,7 @@ impl Reporter for Ui {
             }
             Event::JobFinished { name, finished, .. } => {
                 if let Some(index) = self.by_name(name) {
-                    self.face.stage(index, &Stage::Done(Verdict::of(finished)));
+                    self.face.stage(index, &Stage::Done(Ending::of(finished)));
                 }
             }
             _ => {}

@@ -5,11 +5,11 @@
 //! each line of it starts with `[target name] `, on the stream it was
 //! written to. A summary in file order ends the run.
 
+use parking_lot::{Mutex, MutexGuard};
 use std::io::Write;
-use std::sync::{Mutex, MutexGuard};
 
 use super::lines::Lines;
-use super::{Face, Stage, Verdict};
+use super::{Ending, Face, Stage};
 
 pub struct Plain {
     names: Vec<String>,
@@ -20,7 +20,7 @@ pub struct Plain {
 struct State {
     /// Per target, per stream (stdout, stderr): the line being written.
     partial: Vec<[Lines; 2]>,
-    verdicts: Vec<Option<Verdict>>,
+    endings: Vec<Option<Ending>>,
 }
 
 impl Plain {
@@ -31,15 +31,13 @@ impl Plain {
             single,
             state: Mutex::new(State {
                 partial: (0..count).map(|_| Default::default()).collect(),
-                verdicts: vec![None; count],
+                endings: vec![None; count],
             }),
         }
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
-        self.state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state.lock()
     }
 
     /// `vmtest: [name] ` (or `vmtest: ` with one target).
@@ -85,7 +83,7 @@ impl Face for Plain {
             Stage::Waiting => {}
             Stage::Booting { what } => eprintln!("{prefix}{what}"),
             Stage::Running => eprintln!("{prefix}running"),
-            Stage::Done(verdict) => {
+            Stage::Done(ending) => {
                 let mut state = self.state();
                 if !self.single {
                     for stream in 0..2 {
@@ -93,17 +91,17 @@ impl Face for Plain {
                         self.lines(index, stream == 1, &mut partial, &[], true);
                     }
                 }
-                for splat in &verdict.splats {
+                for splat in &ending.splats {
                     eprintln!("{prefix}the guest kernel logged a splat:\n{}", splat.text);
                 }
-                match (verdict.passed, self.single) {
+                match (ending.passed, self.single) {
                     (true, true) => {}
                     (true, false) => {
-                        eprintln!("{prefix}PASS ({:.1}s)", verdict.duration.as_secs_f32())
+                        eprintln!("{prefix}PASS ({:.1}s)", ending.duration.as_secs_f32())
                     }
-                    (false, _) => eprintln!("{prefix}FAIL: {}", verdict.reason),
+                    (false, _) => eprintln!("{prefix}FAIL: {}", ending.reason),
                 }
-                state.verdicts[index] = Some(verdict.clone());
+                state.endings[index] = Some(ending.clone());
             }
         }
     }
@@ -130,8 +128,8 @@ impl Face for Plain {
         let failed: Vec<&str> = self
             .names
             .iter()
-            .zip(&state.verdicts)
-            .filter(|(_, verdict)| !verdict.as_ref().is_some_and(|verdict| verdict.passed))
+            .zip(&state.endings)
+            .filter(|(_, ending)| !ending.as_ref().is_some_and(|ending| ending.passed))
             .map(|(name, _)| name.as_str())
             .collect();
         match failed.as_slice() {

@@ -3,11 +3,18 @@
 
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use crate::accel::Accel;
-use crate::boot::params::Export;
-use crate::contract::boot::ROOT_TAG;
+use crate::model::accel::Accel;
+use vmtest_contract::boot::ROOT_TAG;
+
+/// A host directory QEMU exports to the guest under a 9p tag.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Export {
+    pub tag: String,
+    pub host_path: PathBuf,
+    pub writable: bool,
+}
 
 /// Everything that decides one VM's command line.
 #[derive(Debug, Clone)]

@@ -6,18 +6,21 @@
 use std::fs::File;
 use std::io;
 use std::os::fd::OwnedFd;
+use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
-use std::sync::{Mutex, OnceLock};
+use std::sync::OnceLock;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use rustix::event::{PollFd, PollFlags, Timespec};
 use rustix::process::{Pid, PidfdFlags, Signal, WaitId, WaitIdOptions};
 
-use crate::cancel::{self, Registration, Resource};
+use parking_lot::Mutex;
+
+use crate::host::cancel::{self, Registration, Resource};
 
 /// A running QEMU.
 pub(crate) struct QemuProcess {
@@ -156,9 +159,30 @@ impl QemuProcess {
     /// Kills QEMU's process group and reaps QEMU.
     pub(crate) fn kill(&mut self) {
         if self.exit_status().is_none() {
-            kill_group(self.child.id());
+            cancel::kill_group(self.child.id());
             self.registration = None;
             let _ = self.child.wait();
+        }
+    }
+
+    /// Connects to a socket QEMU makes as it starts (no event says when:
+    /// it is looked for every few milliseconds); fails at once if QEMU exits
+    /// first, with `TimedOut` at the deadline.
+    pub(crate) fn connect(&mut self, socket: &Path, deadline: Instant) -> io::Result<UnixStream> {
+        loop {
+            match UnixStream::connect(socket) {
+                Ok(stream) => return Ok(stream),
+                Err(error) => {
+                    if let Some(status) = self.exit_status() {
+                        let said = self.stderr();
+                        return Err(io::Error::other(format!("QEMU exited ({status}): {said}")));
+                    }
+                    if Instant::now() >= deadline {
+                        return Err(io::Error::new(io::ErrorKind::TimedOut, error));
+                    }
+                    thread::sleep(Duration::from_millis(5));
+                }
+            }
         }
     }
 
@@ -180,13 +204,6 @@ impl Drop for QemuProcess {
 /// A process id as rustix takes it.
 fn pid(id: u32) -> Option<Pid> {
     i32::try_from(id).ok().and_then(Pid::from_raw)
-}
-
-/// SIGKILL to QEMU's process group (whose leader, QEMU, is not reaped yet).
-pub(crate) fn kill_group(id: u32) {
-    if let Some(pid) = pid(id) {
-        let _ = rustix::process::kill_process_group(pid, Signal::KILL);
-    }
 }
 
 type SpawnRequest = (Command, mpsc::Sender<io::Result<Child>>);
@@ -213,7 +230,6 @@ fn spawn_from_long_lived_thread(command: Command) -> io::Result<Child> {
     let (reply, answer) = mpsc::channel();
     spawner
         .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
         .send((command, reply))
         .map_err(|_| io::Error::other("the spawner thread is gone"))?;
     answer

@@ -19,8 +19,8 @@ use std::process::Command;
 
 use sha2::{Digest, Sha256};
 
-use crate::accel::Accel;
-use crate::cache;
+use crate::host::cache;
+use crate::model::accel::Accel;
 
 /// The host's part of a snapshot's name: QEMU `binary` (resolved), run
 /// with `accel`, with what it says kept in `cache_dir`.

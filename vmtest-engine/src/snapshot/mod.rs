@@ -27,11 +27,11 @@ use sha2::{Digest, Sha256};
 
 pub(crate) mod host;
 
-use crate::cache::{self, CacheError};
-use crate::cancel::{self, Resource};
-use crate::lease;
+use crate::host::cache::{self, CacheError};
+use crate::host::cancel::{self, Resource};
+use crate::host::lease;
 use crate::qemu::monitor::Monitor;
-use crate::qemu::WireError;
+use crate::qemu::wire::WireError;
 
 const STATE: &str = "vmstate";
 const CONSOLE: &str = "console";
@@ -45,7 +45,7 @@ pub(crate) struct Snapshots {
 
 /// What one boot does with its snapshot.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Plan {
+pub(crate) enum SnapshotUse {
     /// Load this saved guest instead of booting.
     Restore(Snapshot),
     /// Boot, and save the guest here at the init's handshake.
@@ -87,13 +87,13 @@ impl Snapshots {
     }
 
     /// Restore the snapshot named `key` if there is one, else save it.
-    pub(crate) fn plan(&self, key: &str) -> Plan {
+    pub(crate) fn plan(&self, key: &str) -> SnapshotUse {
         let snapshot = Snapshot {
             dir: self.dir.join(key),
         };
         match snapshot.state().is_file() {
-            true => Plan::Restore(snapshot),
-            false => Plan::Save(snapshot),
+            true => SnapshotUse::Restore(snapshot),
+            false => SnapshotUse::Save(snapshot),
         }
     }
 
@@ -193,19 +193,19 @@ mod tests {
     fn a_snapshot_is_restored_once_it_exists() {
         let cache = tempfile::tempdir().unwrap();
         let snapshots = Snapshots::open(cache.path()).unwrap();
-        let Plan::Save(snapshot) = snapshots.plan("k1") else {
+        let SnapshotUse::Save(snapshot) = snapshots.plan("k1") else {
             panic!("nothing to restore yet")
         };
         fs::create_dir(&snapshot.dir).unwrap();
         fs::write(snapshot.state(), "state").unwrap();
-        assert_eq!(snapshots.plan("k1"), Plan::Restore(snapshot.clone()));
+        assert_eq!(snapshots.plan("k1"), SnapshotUse::Restore(snapshot.clone()));
         assert_eq!(
             snapshot.load_command().unwrap(),
             format!("cat '{}'", snapshot.state().display())
         );
-        assert!(matches!(snapshots.plan("k2"), Plan::Save(_)));
+        assert!(matches!(snapshots.plan("k2"), SnapshotUse::Save(_)));
         assert!(Snapshots::discard(&snapshot));
-        assert!(matches!(snapshots.plan("k1"), Plan::Save(_)));
+        assert!(matches!(snapshots.plan("k1"), SnapshotUse::Save(_)));
     }
 
     #[test]

@@ -6,16 +6,17 @@
 use std::collections::HashMap;
 use std::io::{self, Write};
 use std::os::unix::net::UnixStream;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::Instant;
 
-use crate::contract::boot::{parse_init_failed, INIT_READY};
-use crate::contract::messages::{to_line, ExitStatus, Incoming, JobId, Reply, Request, Verdict};
-use crate::events::{Event, VmId};
-use crate::outcome::Captured;
-use crate::splat::{Splat, SplatTracker};
+use parking_lot::{Condvar, Mutex, MutexGuard};
+use vmtest_contract::boot::{parse_init_failed, INIT_READY};
+use vmtest_contract::messages::{to_line, ExitStatus, Incoming, JobId, Reply, Request, Verdict};
 
-use super::VmDeath;
+use crate::model::death::VmDeath;
+use crate::model::events::{Event, VmId};
+use crate::model::outcome::Captured;
+use crate::model::splat::{Splat, SplatTracker};
 
 /// Where the guest is in its life.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -93,16 +94,11 @@ impl Link {
 
     /// Writes raw bytes (the boot parameters' line).
     pub(super) fn write(&self, bytes: &[u8]) -> io::Result<()> {
-        self.writer
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .write_all(bytes)
+        self.writer.lock().write_all(bytes)
     }
 
     pub(super) fn state(&self) -> MutexGuard<'_, State> {
-        self.state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state.lock()
     }
 
     /// Changes the state and wakes every waiter.
@@ -120,25 +116,14 @@ impl Link {
     ) -> MutexGuard<'_, State> {
         let mut state = self.state();
         while !done(&state) {
-            let wait = match deadline {
-                None => None,
-                Some(deadline) => match deadline.checked_duration_since(Instant::now()) {
-                    Some(left) if !left.is_zero() => Some(left),
-                    _ => break,
-                },
-            };
-            state = match wait {
-                None => self
-                    .changed
-                    .wait(state)
-                    .unwrap_or_else(|poisoned| poisoned.into_inner()),
-                Some(left) => {
-                    self.changed
-                        .wait_timeout(state, left)
-                        .unwrap_or_else(|poisoned| poisoned.into_inner())
-                        .0
+            match deadline {
+                None => self.changed.wait(&mut state),
+                Some(deadline) => {
+                    if self.changed.wait_until(&mut state, deadline).timed_out() {
+                        break;
+                    }
                 }
-            };
+            }
         }
         state
     }

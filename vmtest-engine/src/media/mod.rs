@@ -1,0 +1,16 @@
+//! Boot media and the kernels they are made from: kernel images read and
+//! extracted, their modules found, the initramfs written ([`prepare`]);
+//! and kernels fetched by URL ([`supply`]).
+
+pub(crate) mod bzimage;
+mod elf;
+mod initramfs;
+pub(crate) mod modules;
+pub(crate) mod prepare;
+mod prepared;
+pub(crate) mod supply;
+#[cfg(test)]
+pub(crate) mod test_kernels;
+mod vmlinux;
+
+pub(crate) use elf::{has_section, interpreter};

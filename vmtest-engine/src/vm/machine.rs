@@ -1,0 +1,194 @@
+//! One VM: QEMU started (or a saved guest loaded into it) and brought to a
+//! ready test server, job slots handed out, and its end: QEMU asked to
+//! quit, then killed, and the guest's coverage profiles copied out.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+
+use crate::host::run_dir::VmDir;
+use crate::model::death::{read_console, VmLogs};
+use crate::model::events::{Event, Reporter, VmId};
+use crate::qemu::command;
+use crate::qemu::monitor::Monitor;
+use crate::qemu::process::QemuProcess;
+use crate::qemu::wire::WireError;
+use crate::snapshot::{Snapshot, SnapshotUse};
+
+use super::coverage::Profiles;
+use super::error::BootError;
+use super::guest::Guest;
+use super::jobs::Reservation;
+use super::link::{Link, Phase};
+use super::spec::{BootSpec, Paths};
+
+/// How long a restored guest may take to have its test server ready (or
+/// the boot timeout, if shorter): far longer than it needs, and far shorter
+/// than a boot's timeout, so that a snapshot gone bad costs little before
+/// the VM is booted instead.
+const RESTORE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long QEMU may take to quit when asked.
+const QUIT_GRACE: Duration = Duration::from_secs(3);
+
+/// A VM with a ready test server.
+pub(crate) struct Vm {
+    pub(super) guest: Arc<Guest>,
+    monitor: Mutex<Option<Monitor>>,
+    capacity: usize,
+    /// Copied to the host once QEMU is gone.
+    profiles: Mutex<Option<Profiles>>,
+    _dir: VmDir,
+}
+
+impl Vm {
+    /// Starts QEMU and waits until the guest's test server is ready.
+    pub(crate) fn boot(
+        id: VmId,
+        dir: VmDir,
+        spec: &BootSpec,
+        reporter: Arc<dyn Reporter>,
+    ) -> Result<Vm, BootError> {
+        let started = Instant::now();
+        let deadline = started + spec.settings.boot_timeout;
+        let paths = Paths::new(dir.path());
+        let mut args = spec.qemu_arguments(&paths);
+        let restore = match spec.snapshot {
+            Some((_, SnapshotUse::Restore(snapshot))) => {
+                // The console of the boot that was saved comes first.
+                let _ = std::fs::copy(snapshot.console(), &paths.console);
+                args.extend(command::incoming());
+                Some(snapshot)
+            }
+            _ => None,
+        };
+        let mut qemu = QemuProcess::spawn(spec.qemu_binary(), args, &paths.qemu_log)?;
+        let stream = match qemu.connect(&paths.control, deadline) {
+            Ok(stream) => stream,
+            // QEMU itself was that slow: the boot counts as hung.
+            Err(error) if error.kind() == std::io::ErrorKind::TimedOut => {
+                return Err(BootError::Hung {
+                    timeout: spec.settings.boot_timeout,
+                    logs: VmLogs::new(qemu.stderr(), &read_console(&paths.console)),
+                });
+            }
+            Err(error) => return Err(BootError::Connect(error)),
+        };
+        let reader = stream.try_clone().map_err(BootError::Connect)?;
+        let guest = Arc::new(Guest {
+            vm: id,
+            shape: Arc::clone(spec.shape),
+            link: Link::new(id, stream),
+            qemu: Mutex::new(qemu),
+            console_log: paths.console,
+            reporter,
+        });
+        let reading = Arc::clone(&guest);
+        std::thread::Builder::new()
+            .name(format!("vmtest-vm-{id}"))
+            .spawn(move || reading.read(reader))
+            .map_err(BootError::Connect)?;
+        // QMP saves and restores snapshots and asks QEMU to quit; without
+        // it, shutdown kills QEMU instead.
+        let mut monitor = Monitor::connect(&paths.monitor).ok();
+        let started_up = match (restore, monitor.as_mut()) {
+            (Some(snapshot), monitor) => {
+                let timeout = RESTORE_TIMEOUT.min(spec.settings.boot_timeout);
+                let restored =
+                    monitor
+                        .ok_or(BootError::RestoreWithoutMonitor)
+                        .and_then(|monitor| {
+                            restore_into(monitor, snapshot, started + timeout).map_err(|source| {
+                                BootError::Restore {
+                                    source,
+                                    last_words: guest.last_words(),
+                                }
+                            })
+                        });
+                restored.and_then(|()| guest.start(spec.params, started + timeout, timeout))
+            }
+            (None, monitor) => {
+                guest.handshake(spec.params, deadline, spec.settings.boot_timeout, || {
+                    if let (Some((snapshots, SnapshotUse::Save(snapshot))), Some(monitor)) =
+                        (spec.snapshot, monitor)
+                    {
+                        guest.save(snapshots, monitor, snapshot);
+                    }
+                })
+            }
+        };
+        if let Err(error) = started_up {
+            guest.qemu().kill();
+            return Err(error);
+        }
+        Ok(Vm {
+            capacity: spec.shape.job_capacity(),
+            guest,
+            monitor: Mutex::new(monitor),
+            profiles: Mutex::new(spec.profiles.cloned()),
+            _dir: dir,
+        })
+    }
+
+    /// A job slot, waiting while the VM is full; `None` if it died.
+    pub(crate) fn reserve(vm: &Arc<Vm>) -> Option<Reservation> {
+        let capacity = vm.capacity;
+        let mut state = vm.guest.link.wait_until(None, |state| {
+            state.death.is_some() || state.reserved < capacity
+        });
+        if state.death.is_some() {
+            return None;
+        }
+        state.reserved += 1;
+        Some(Reservation { vm: Arc::clone(vm) })
+    }
+
+    pub(crate) fn alive(&self) -> bool {
+        self.guest.link.state().death.is_none()
+    }
+
+    /// Asks QEMU to quit, then makes sure it is gone, and copies the
+    /// guest's coverage profiles out.
+    pub(crate) fn shutdown(&self) {
+        self.guest
+            .link
+            .update(|state| state.phase = Phase::Stopping);
+        if let Some(mut monitor) = self.monitor.lock().take() {
+            // The guest's root is read-only and its shares are written
+            // through: nothing is lost by not shutting the guest down first.
+            if monitor.quit().is_ok() {
+                self.guest.qemu().wait_for_exit(QUIT_GRACE);
+            }
+        }
+        self.guest.qemu().kill();
+        if let Some(profiles) = self.profiles.lock().take() {
+            if let Err(error) = profiles.collect() {
+                self.guest.reporter.report(&Event::ProfilesLost {
+                    destination: profiles.destination,
+                    reason: error.to_string(),
+                });
+            }
+        }
+    }
+}
+
+impl Drop for Vm {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// Loads `snapshot` into a QEMU started with [`command::incoming`], and runs it.
+fn restore_into(
+    monitor: &mut Monitor,
+    snapshot: &Snapshot,
+    deadline: Instant,
+) -> Result<(), WireError> {
+    let command = snapshot.load_command().ok_or_else(|| WireError::Refused {
+        peer: "QMP",
+        command: "migrate-incoming",
+        message: format!("{} is not UTF-8", snapshot.state().display()),
+    })?;
+    monitor.load(&command, deadline)?;
+    monitor.resume()
+}

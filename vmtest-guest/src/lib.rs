@@ -1,0 +1,61 @@
+//! The guest side of vmtest: what runs inside its VMs.
+//!
+//! - [`INIT`]: the guest's PID 1, a static binary compiled from
+//!   `init/init.rs` by the build script. It loads the kernel's modules,
+//!   hands over to the host at the handshake (`vmtest_contract::boot`),
+//!   mounts the host's root and starts the test server.
+//! - The test server: the front door's own binary (the test binary, or the
+//!   `vmtest` command), started by the init with
+//!   [`SERVER_VAR`](vmtest_contract::boot::SERVER_VAR) set. Its `main` calls
+//!   [`serve_if_requested`] first, which turns the process into the server:
+//!   it reads requests on the control port, runs each job in a child of its
+//!   own (forked without exec for a test, exec'd for a program), streams the
+//!   job's output, watches the kernel's log, and reports how each job ended.
+//!
+//! It knows the host only through `vmtest-contract`.
+
+mod cgroup;
+mod fd;
+mod job;
+mod kmsg;
+mod server;
+
+use vmtest_contract::boot::SERVER_VAR;
+use vmtest_contract::messages::Verdict;
+
+/// The guest's PID 1, for the initramfs.
+pub static INIT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/vmtest-init"));
+
+/// Runs the test with the given path in the current process (a child forked
+/// from the server) and says how it went.
+pub type TestRunner = fn(&str) -> Verdict;
+
+/// If the guest init started this process as the test server, serves jobs
+/// until the host hangs up, then exits; otherwise returns at once.
+///
+/// `tests` runs the `#[vmtest]`s the host asks for by name; without it,
+/// such requests fail (the `vmtest` command runs only programs).
+pub fn serve_if_requested(tests: Option<TestRunner>) {
+    if std::env::var_os(SERVER_VAR).is_some() {
+        // The server is single-threaded here (nothing has started a thread
+        // before `main` called us), so changing the environment is sound.
+        std::env::remove_var(SERVER_VAR);
+        server::serve(tests)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use object::{Object, ObjectSegment};
+
+    #[test]
+    fn the_init_is_a_static_binary() {
+        let init = object::File::parse(super::INIT).unwrap();
+        // No dynamic loader: in the initramfs there is none.
+        let needs_a_loader = init
+            .segments()
+            .any(|segment| segment.name().ok().flatten() == Some("PT_INTERP"));
+        assert!(!needs_a_loader);
+        assert!(init.imports().unwrap().is_empty(), "{:?}", init.imports());
+    }
+}
