@@ -83,7 +83,7 @@ fn fetch_kernels(targets: &mut [Target]) -> Result<(), (i32, String)> {
             })?),
         };
         let report = |event: &Event| {
-            if let Some(note) = event.download_note(terminal) {
+            if let Some(note) = vmtest_frontdoor::notes::download(event, terminal) {
                 eprint!("{note}");
             }
         };

@@ -12,7 +12,7 @@ use vmtest_engine::{
     chain, Engine, GuestServer, Reporter, Settings, SetupError, Supply, SupplyError, VmShape,
 };
 
-use crate::plan::{self, PlannedTest};
+use crate::trials::{self, KernelTrial};
 use crate::reporter::LibtestReporter;
 use crate::resolve::{gated, shape_of, ShapeError};
 use crate::{guest, registry, runner, signals};
@@ -27,7 +27,7 @@ pub fn main() -> ! {
     let interrupted = signals::watch();
     let args = Arguments::from_args();
     let env = |var: &str| std::env::var(var).ok();
-    let conclusion = run(&args, plan::plan(&registry::all(), env));
+    let conclusion = run(&args, trials::per_kernel(&registry::all(), env));
     // Every VM is down and every file gone by now.
     if interrupted.signal().is_some() {
         std::process::exit(interrupted.exit_code(101));
@@ -35,14 +35,14 @@ pub fn main() -> ! {
     conclusion.exit()
 }
 
-/// A planned test, its VM's shape, and why it is ignored on its kernel.
+/// A trial test, its VM's shape, and why it is ignored on its kernel.
 struct Resolved {
-    planned: PlannedTest,
+    trial: KernelTrial,
     shape: Result<VmShape, ShapeError>,
     gate: Option<String>,
 }
 
-fn run(args: &Arguments, planned: Vec<PlannedTest>) -> Conclusion {
+fn run(args: &Arguments, trial: Vec<KernelTrial>) -> Conclusion {
     let settings = Settings::from_env();
     let reporter = Arc::new(LibtestReporter {
         nocapture: args.nocapture,
@@ -55,7 +55,7 @@ fn run(args: &Arguments, planned: Vec<PlannedTest>) -> Conclusion {
         ignored: false,
         ..args.clone()
     };
-    let (planned, left_out): (Vec<PlannedTest>, Vec<PlannedTest>) = planned
+    let (trial, left_out): (Vec<KernelTrial>, Vec<KernelTrial>) = trial
         .into_iter()
         .partition(|test| !by_name.is_filtered_out(&Trial::test(test.name.clone(), || Ok(()))));
     let left_out = || {
@@ -63,19 +63,19 @@ fn run(args: &Arguments, planned: Vec<PlannedTest>) -> Conclusion {
             .iter()
             .map(|test| Trial::test(test.name.clone(), || Ok(())))
     };
-    let resolved = resolve(planned, &reporter);
+    let resolved = resolve(trial, &reporter);
     for test in &resolved {
         if let Some(reason) = &test.gate {
-            reporter.ignored(&test.planned.name, reason);
+            reporter.ignored(&test.trial.name, reason);
         }
     }
-    let ignored = |test: &Resolved| test.planned.test.ignore || test.gate.is_some();
+    let ignored = |test: &Resolved| test.trial.test.ignore || test.gate.is_some();
     if args.list {
         // Listing boots nothing.
         let trials = resolved
             .iter()
             .map(|test| {
-                Trial::test(test.planned.name.clone(), || Ok(())).with_ignored_flag(ignored(test))
+                Trial::test(test.trial.name.clone(), || Ok(())).with_ignored_flag(ignored(test))
             })
             .chain(left_out())
             .collect();
@@ -93,7 +93,7 @@ fn run(args: &Arguments, planned: Vec<PlannedTest>) -> Conclusion {
                 .iter()
                 .map(|test| {
                     let message = message.clone();
-                    Trial::test(test.planned.name.clone(), move || {
+                    Trial::test(test.trial.name.clone(), move || {
                         Err(Failed::from(message))
                     })
                     .with_ignored_flag(ignored(test))
@@ -108,11 +108,11 @@ fn run(args: &Arguments, planned: Vec<PlannedTest>) -> Conclusion {
         .into_iter()
         .map(|test| {
             let is_ignored = ignored(&test);
-            let Resolved { planned, shape, .. } = test;
+            let Resolved { trial, shape, .. } = test;
             let nocapture = args.nocapture;
-            let trial = Trial::test(planned.name.clone(), {
+            let trial = Trial::test(trial.name.clone(), {
                 let (engine, shape) = (Arc::clone(&engine), shape.clone());
-                move || runner::run(&engine, &planned, shape?, nocapture)
+                move || runner::run(&engine, &trial, shape?, nocapture)
             })
             .with_ignored_flag(is_ignored);
             if let Ok(shape) = shape {
@@ -130,8 +130,8 @@ fn run(args: &Arguments, planned: Vec<PlannedTest>) -> Conclusion {
     conclusion
 }
 
-/// The shape of every planned test's VM, fetching kernels named by URL.
-fn resolve(planned: Vec<PlannedTest>, reporter: &Arc<LibtestReporter>) -> Vec<Resolved> {
+/// The shape of every trial test's VM, fetching kernels named by URL.
+fn resolve(trial: Vec<KernelTrial>, reporter: &Arc<LibtestReporter>) -> Vec<Resolved> {
     let env = |var: &str| std::env::var(var).ok();
     let supply = Supply::from_env().map_err(Arc::new);
     // Once per URL, failures too: many tests may name one kernel.
@@ -148,13 +148,13 @@ fn resolve(planned: Vec<PlannedTest>, reporter: &Arc<LibtestReporter>) -> Vec<Re
         fetched.borrow_mut().insert(url.to_string(), result.clone());
         result
     };
-    planned
+    trial
         .into_iter()
-        .map(|planned| {
-            let shape = shape_of(&planned, env, &fetch);
-            let gate = shape.as_ref().ok().and_then(|shape| gated(&planned, shape));
+        .map(|trial| {
+            let shape = shape_of(&trial, env, &fetch);
+            let gate = shape.as_ref().ok().and_then(|shape| gated(&trial, shape));
             Resolved {
-                planned,
+                trial,
                 shape,
                 gate,
             }

@@ -45,7 +45,7 @@
 
 mod guest;
 mod harness;
-mod plan;
+mod trials;
 mod registry;
 mod reporter;
 mod resolve;

@@ -72,7 +72,9 @@ impl Reporter for LibtestReporter {
                 destination.display()
             ),
             Event::Downloading { .. } | Event::Downloaded { .. } => {
-                if let Some(note) = event.download_note(std::io::stderr().is_terminal()) {
+                if let Some(note) =
+                    vmtest_frontdoor::notes::download(event, std::io::stderr().is_terminal())
+                {
                     eprint!("{note}");
                 }
             }

@@ -1,4 +1,4 @@
-//! From a planned test to the shape of its VM: the kernel as written
+//! From a trial test to the shape of its VM: the kernel as written
 //! (`${VAR}` expanded; a path relative to the crate, or a URL, fetched), or
 //! `VMTEST_KERNEL`; and whether the kernel's version is one the test runs on.
 
@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use vmtest_engine::{image_kernel_version, is_url, SupplyError, VmShape};
 
-use crate::plan::{Kernel, PlannedTest};
+use crate::trials::{Kernel, KernelTrial};
 use crate::vars::{expand, VarError};
 use crate::version;
 
@@ -22,7 +22,7 @@ pub(crate) enum ShapeError {
     #[error(transparent)]
     Var(#[from] VarError),
     #[error("{0}")]
-    Unplannable(String),
+    Unreadable(String),
     #[error("kernel image {path} does not exist (from {written:?}); run scripts/setup.sh or fix the path")]
     MissingKernel { path: PathBuf, written: String },
     #[error("cannot fetch kernel {url}: {}", vmtest_engine::chain(.error.as_ref()))]
@@ -32,20 +32,20 @@ pub(crate) enum ShapeError {
     },
 }
 
-/// The shape of `planned`'s VM, reading `VMTEST_KERNEL` and `${VAR}`s from
+/// The shape of `trial`'s VM, reading `VMTEST_KERNEL` and `${VAR}`s from
 /// `env`, fetching URLs with `fetch`.
 pub(crate) fn shape_of(
-    planned: &PlannedTest,
+    trial: &KernelTrial,
     env: impl Fn(&str) -> Option<String>,
     fetch: &Fetch,
 ) -> Result<VmShape, ShapeError> {
-    let test = planned.test;
-    let written = match &planned.kernel {
+    let test = trial.test;
+    let written = match &trial.kernel {
         Kernel::Written(kernel) => kernel.clone(),
         Kernel::FromEnv => env("VMTEST_KERNEL")
             .filter(|kernel| !kernel.is_empty())
             .ok_or(ShapeError::NoKernel)?,
-        Kernel::Unplannable(reason) => return Err(ShapeError::Unplannable(reason.clone())),
+        Kernel::Unreadable(reason) => return Err(ShapeError::Unreadable(reason.clone())),
     };
     let base = Path::new(test.manifest_dir);
     let expanded = expand("kernel image", &written, &env)?;
@@ -76,10 +76,10 @@ pub(crate) fn shape_of(
     Ok(shape)
 }
 
-/// Why `planned` does not run on its kernel (`min_kernel`, `max_kernel`),
+/// Why `trial` does not run on its kernel (`min_kernel`, `max_kernel`),
 /// read from the image without booting it; `None` if it runs.
-pub(crate) fn gated(planned: &PlannedTest, shape: &VmShape) -> Option<String> {
-    let test = planned.test;
+pub(crate) fn gated(trial: &KernelTrial, shape: &VmShape) -> Option<String> {
+    let test = trial.test;
     if test.min_kernel.is_none() && test.max_kernel.is_none() {
         return None;
     }
@@ -90,7 +90,7 @@ pub(crate) fn gated(planned: &PlannedTest, shape: &VmShape) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::plan;
+    use crate::trials::per_kernel;
     use crate::registry::VmTest;
 
     fn env(var: &str) -> Option<String> {
@@ -101,14 +101,14 @@ mod tests {
         panic!("no URL here: {url}")
     }
 
-    fn planned(kernels: &'static [&'static str], manifest_dir: &'static str) -> PlannedTest {
+    fn trial(kernels: &'static [&'static str], manifest_dir: &'static str) -> KernelTrial {
         let test: &'static VmTest = Box::leak(Box::new(VmTest {
             manifest_dir,
             memory_mib: Some(1024),
             kernel_args: "nokaslr",
             ..VmTest::sample("kernels", kernels)
         }));
-        plan(&[test], env).remove(0)
+        per_kernel(&[test], env).remove(0)
     }
 
     #[test]
@@ -116,7 +116,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("bzImage"), b"").unwrap();
         let manifest_dir: &'static str = Box::leak(dir.path().to_str().unwrap().to_owned().into());
-        let shape = shape_of(&planned(&["bzImage"], manifest_dir), env, &no_fetch).unwrap();
+        let shape = shape_of(&trial(&["bzImage"], manifest_dir), env, &no_fetch).unwrap();
         assert_eq!(
             shape.kernel,
             dir.path().canonicalize().unwrap().join("bzImage")
@@ -124,7 +124,7 @@ mod tests {
         assert_eq!((shape.memory_mib, shape.cpus), (1024, 1));
         assert_eq!(shape.kernel_args, "nokaslr");
 
-        let error = shape_of(&planned(&["missing"], manifest_dir), env, &no_fetch).unwrap_err();
+        let error = shape_of(&trial(&["missing"], manifest_dir), env, &no_fetch).unwrap_err();
         assert!(
             error.to_string().contains("/missing does not exist"),
             "{error}"
@@ -137,19 +137,19 @@ mod tests {
             assert_eq!(url, "https://h/vmlinuz");
             Ok(PathBuf::from("/cache/vmlinuz"))
         };
-        let shape = shape_of(&planned(&["https://h/vmlinuz"], "/"), env, &fetched).unwrap();
+        let shape = shape_of(&trial(&["https://h/vmlinuz"], "/"), env, &fetched).unwrap();
         assert_eq!(shape.kernel, PathBuf::from("/cache/vmlinuz"));
     }
 
     #[test]
     fn without_a_kernel_vmtest_kernel_is_used_or_the_test_says_what_to_do() {
-        let planned = planned(&[], "/");
+        let trial = trial(&[], "/");
         assert!(matches!(
-            shape_of(&planned, env, &no_fetch),
+            shape_of(&trial, env, &no_fetch),
             Err(ShapeError::NoKernel)
         ));
         let shape = shape_of(
-            &planned,
+            &trial,
             |var| (var == "VMTEST_KERNEL").then(|| "/".into()),
             &no_fetch,
         );

@@ -7,21 +7,21 @@ use std::time::Duration;
 use libtest_mimic::Failed;
 use vmtest_engine::{Engine, Finished, Job, Outcome, VmShape, Work};
 
-use crate::plan::PlannedTest;
+use crate::trials::KernelTrial;
 
 /// How long a test may run when it does not say.
 pub(crate) const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// Runs `planned` in a VM of `shape`.
+/// Runs `trial` in a VM of `shape`.
 pub(crate) fn run(
     engine: &Engine,
-    planned: &PlannedTest,
+    trial: &KernelTrial,
     shape: VmShape,
     nocapture: bool,
 ) -> Result<(), Failed> {
-    let test = planned.test;
+    let test = trial.test;
     let finished = engine.run(Job {
-        name: planned.name.clone(),
+        name: trial.name.clone(),
         shape,
         work: Work::Test { path: test.path() },
         timeout: Some(

@@ -100,7 +100,7 @@ impl Args {
                 let lit = string(value, "timeout")?;
                 units::duration(&lit.value())
                     .map(|duration| u64::try_from(duration.as_millis()).unwrap_or(u64::MAX))
-                    .map_err(|error| Error::new_spanned(lit, format!("timeout {error}")))
+                    .map_err(|error| Error::new_spanned(lit, format!("timeout: {error}")))
             }),
             "allow_splats" => set(&mut self.allow_splats, meta, &key, pattern_list),
             "min_kernel" => set(&mut self.min_kernel, meta, &key, |value| {
@@ -454,7 +454,7 @@ mod tests {
             parse(quote!(timeout = "90")).unwrap().timeout_ms,
             Some(90_000)
         );
-        assert!(error(quote!(timeout = "0s")).starts_with("timeout \"0s\" is zero"));
+        assert!(error(quote!(timeout = "0s")).starts_with("timeout: \"0s\" is zero"));
         assert!(error(quote!(kernel_args = 1)).starts_with("expected a string literal"));
         assert!(error(quote!(allow_splats = "x")).starts_with("expected an array"));
         assert!(error(quote!(min_kernel = "6.x")).contains("is not a kernel version"));

@@ -70,8 +70,6 @@ const XEN_NOTE_NAME: &[u8] = b"Xen";
 /// `XEN_ELFNOTE_PHYS32_ENTRY`: the 32-bit physical PVH entry point.
 const XEN_ELFNOTE_PHYS32_ENTRY: u32 = 18;
 
-/// How many hex digits of the image's SHA-256 name its cache entry.
-const HASH_HEX_DIGITS: usize = 16;
 /// What follows a cache entry's name to mark a kernel without the PVH note.
 const NO_PVH_SUFFIX: &str = ".no-pvh";
 
@@ -245,13 +243,9 @@ pub(crate) fn uncompressed_kernel(
     }
 }
 
-/// The first [`HASH_HEX_DIGITS`] hex digits of the SHA-256 of `bytes`.
+/// The cache's name for the SHA-256 of `bytes`.
 fn short_hash(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .take(HASH_HEX_DIGITS / 2)
-        .map(|byte| format!("{byte:02x}"))
-        .collect()
+    cache::entry_name(&Sha256::digest(bytes))
 }
 
 /// What an image holds, as far as booting it through PVH goes.
@@ -886,7 +880,7 @@ mod tests {
             assert_eq!(fs::read(&path).unwrap(), vmlinux, "{format}");
             let name = path.file_name().unwrap().to_str().unwrap();
             assert_eq!(name, format!("vmlinux-{}", short_hash(&image)), "{format}");
-            assert_eq!(name.len(), "vmlinux-".len() + HASH_HEX_DIGITS);
+            assert_eq!(name.len(), "vmlinux-".len() + 32);
             assert_eq!(path.parent(), Some(dir.path().join("cache").as_path()));
         }
         assert_eq!(leftovers(&dir.path().join("cache")), Vec::<String>::new());

@@ -91,33 +91,6 @@ pub enum Event {
     },
 }
 
-impl Event {
-    /// What a reporter writes to stderr, as is, for a download event: on a
-    /// `terminal`, progress rewritten in place, then a line once it is
-    /// done; elsewhere the line alone. `None` for other events.
-    pub fn download_note(&self, terminal: bool) -> Option<String> {
-        let megabytes = |bytes: u64| format!("{:.1} MB", bytes as f64 / f64::from(1 << 20));
-        match self {
-            Event::Downloading {
-                url,
-                received,
-                total,
-            } if terminal => {
-                let of = total.map_or(String::new(), |total| format!(" of {}", megabytes(total)));
-                Some(format!(
-                    "\rvmtest: fetching {url}: {}{of}\x1b[K",
-                    megabytes(*received)
-                ))
-            }
-            Event::Downloaded { url, bytes, took } => Some(format!(
-                "{}vmtest: fetched {url} ({} in {took:.1?})\n",
-                if terminal { "\r\x1b[K" } else { "" },
-                megabytes(*bytes)
-            )),
-            _ => None,
-        }
-    }
-}
 
 /// Receives the engine's events, from any thread; the only code that prints.
 pub trait Reporter: Send + Sync {

@@ -20,7 +20,6 @@
 
 pub(crate) mod cpio;
 
-use std::fmt::Write as _;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
@@ -129,12 +128,7 @@ fn content_hash(init: &[u8], modules: &[(&ModuleFile, Vec<u8>)]) -> String {
         part(&mut hasher, module.compression.suffix().as_bytes());
         part(&mut hasher, bytes);
     }
-    let mut hex = String::with_capacity(16);
-    for byte in &hasher.finalize()[..8] {
-        // Writing to a String cannot fail.
-        let _ = write!(hex, "{byte:02x}");
-    }
-    hex
+    cache::entry_name(&hasher.finalize())
 }
 
 /// Writes the archive: the mount points, the init, then the modules in
@@ -205,7 +199,7 @@ mod tests {
         let path = build(b"INIT", &mods, &cache).unwrap();
         let file_name = path.file_name().unwrap().to_str().unwrap();
         assert!(file_name.starts_with("initramfs-") && file_name.ends_with(".cpio"));
-        assert_eq!(file_name.len(), "initramfs-.cpio".len() + 16, "{file_name}");
+        assert_eq!(file_name.len(), "initramfs-.cpio".len() + 32, "{file_name}");
         assert_eq!(path.parent().unwrap(), cache);
 
         let archive = fs::read(&path).unwrap();

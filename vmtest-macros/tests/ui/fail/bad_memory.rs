@@ -3,9 +3,6 @@ use vmtest_harness::vmtest;
 #[vmtest(memory = "32M")]
 fn too_small() {}
 
-#[vmtest(memory = "1024")]
-fn no_unit() {}
-
 #[vmtest(memory = "1GB")]
 fn decimal_unit() {}
 

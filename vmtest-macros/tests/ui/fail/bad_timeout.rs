@@ -3,9 +3,6 @@ use vmtest_harness::vmtest;
 #[vmtest(timeout = "0s")]
 fn zero() {}
 
-#[vmtest(timeout = "60")]
-fn no_unit() {}
-
 #[vmtest(timeout = "1min")]
 fn unknown_unit() {}
 

@@ -1,4 +1,4 @@
-//! From registered tests to libtest test names: one entry per test and
+//! From registered tests to libtest trials: one per test and
 //! kernel, with a kernel suffix when a test runs on several.
 
 use std::path::Path;
@@ -10,14 +10,14 @@ use crate::vars::expand;
 
 /// One test on one kernel.
 #[derive(Debug, Clone)]
-pub(crate) struct PlannedTest {
+pub(crate) struct KernelTrial {
     /// The name libtest shows and filters on.
     pub name: String,
     pub test: &'static VmTest,
     pub kernel: Kernel,
 }
 
-/// Which kernel a planned test boots.
+/// Which kernel a test on one kernel boots.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Kernel {
     /// A path (relative to the crate) or a URL, as written; `${VAR}`s in it
@@ -26,32 +26,32 @@ pub(crate) enum Kernel {
     /// The one in `VMTEST_KERNEL`.
     FromEnv,
     /// The test's kernel list cannot be read: why.
-    Unplannable(String),
+    Unreadable(String),
 }
 
 /// Every test on every kernel it names; `env` expands `${VAR}`s in kernel
 /// paths for the labels, and in kernel lists.
-pub(crate) fn plan(
+pub(crate) fn per_kernel(
     tests: &[&'static VmTest],
     env: impl Fn(&str) -> Option<String>,
-) -> Vec<PlannedTest> {
-    let mut planned = Vec::new();
+) -> Vec<KernelTrial> {
+    let mut trial = Vec::new();
     for &test in tests {
         let path = test.path();
         let written: Vec<String> = match (test.kernel_list, test.kernels) {
             (Some(list), _) => match expand_list(list, Path::new(test.manifest_dir), &env) {
                 Ok(kernels) => kernels,
                 Err(reason) => {
-                    planned.push(PlannedTest {
+                    trial.push(KernelTrial {
                         name: path,
                         test,
-                        kernel: Kernel::Unplannable(reason),
+                        kernel: Kernel::Unreadable(reason),
                     });
                     continue;
                 }
             },
             (None, []) => {
-                planned.push(PlannedTest {
+                trial.push(KernelTrial {
                     name: path,
                     test,
                     kernel: Kernel::FromEnv,
@@ -59,7 +59,7 @@ pub(crate) fn plan(
                 continue;
             }
             (None, [kernel]) => {
-                planned.push(PlannedTest {
+                trial.push(KernelTrial {
                     name: path,
                     test,
                     kernel: Kernel::Written(kernel.to_string()),
@@ -69,14 +69,14 @@ pub(crate) fn plan(
             (None, kernels) => kernels.iter().map(|kernel| kernel.to_string()).collect(),
         };
         for (kernel, label) in written.iter().zip(kernel_labels(&written, &env)) {
-            planned.push(PlannedTest {
+            trial.push(KernelTrial {
                 name: format!("{path}[{label}]"),
                 test,
                 kernel: Kernel::Written(kernel.clone()),
             });
         }
     }
-    planned
+    trial
 }
 
 /// The kernels of a list such as `"${VMTEST_KERNELS}"`: paths or URLs,
@@ -158,9 +158,9 @@ mod tests {
     }
 
     fn names(tests: &[&'static VmTest], env: impl Fn(&str) -> Option<String>) -> Vec<String> {
-        plan(tests, env)
+        per_kernel(tests, env)
             .into_iter()
-            .map(|planned| planned.name)
+            .map(|trial| trial.name)
             .collect()
     }
 
@@ -214,14 +214,14 @@ mod tests {
                 kernel_list: Some("${KERNELS}"),
                 ..VmTest::sample("kernels", &[])
             }));
-            plan(&[test], move |var| {
+            per_kernel(&[test], move |var| {
                 (var == "KERNELS").then(|| value.clone())
             })
         };
-        let planned = listed(format!("{} , https://h/bzImage-6.4", dir.path().display()));
-        let names: Vec<&str> = planned
+        let trial = listed(format!("{} , https://h/bzImage-6.4", dir.path().display()));
+        let names: Vec<&str> = trial
             .iter()
-            .map(|planned| planned.name.as_str())
+            .map(|trial| trial.name.as_str())
             .collect();
         assert_eq!(
             names,
@@ -232,24 +232,24 @@ mod tests {
             ]
         );
         assert_eq!(
-            planned[2].kernel,
+            trial[2].kernel,
             Kernel::Written("https://h/bzImage-6.4".into())
         );
-        let planned = listed(" , ".into());
+        let trial = listed(" , ".into());
         assert!(
-            matches!(&planned[0].kernel, Kernel::Unplannable(reason) if reason.contains("names no kernel"))
+            matches!(&trial[0].kernel, Kernel::Unreadable(reason) if reason.contains("names no kernel"))
         );
-        let planned = listed(String::new());
+        let trial = listed(String::new());
         assert!(
-            matches!(&planned[0].kernel, Kernel::Unplannable(reason) if reason.contains("is empty"))
+            matches!(&trial[0].kernel, Kernel::Unreadable(reason) if reason.contains("is empty"))
         );
-        let unset = plan(
+        let unset = per_kernel(
             &[Box::leak(Box::new(VmTest {
                 kernel_list: Some("${NOPE}"),
                 ..VmTest::sample("k", &[])
             }))],
             env,
         );
-        assert!(matches!(&unset[0].kernel, Kernel::Unplannable(reason) if reason.contains("NOPE")));
+        assert!(matches!(&unset[0].kernel, Kernel::Unreadable(reason) if reason.contains("NOPE")));
     }
 }
