@@ -23,7 +23,7 @@ use vmtest_engine::{Event, Input, Job, Outcome, Program, Reporter, Stream, Windo
 
 use crate::config::Target;
 use crate::jobs::{job_for, TargetJob};
-use crate::{exit_codes, start};
+use crate::{exit_codes, start, ui};
 
 /// Runs a shell in a guest booted as `target` says; returns the shell's
 /// exit code.
@@ -91,7 +91,7 @@ impl Reporter for Screen {
                 eprint!("{end}vmtest: the VM died: {}{end}", death.cause)
             }
             Event::Output { stream, data, .. } => {
-                crate::ui::pass_through(*stream == Stream::Stderr, data);
+                ui::pass_through(*stream == Stream::Stderr, data);
             }
             _ => {}
         }

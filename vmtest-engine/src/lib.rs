@@ -76,11 +76,11 @@ mod vm;
 
 pub use host::cancel::cancel;
 pub use host::private::PrivateDirError;
-pub use host::settings::{Settings, SettingsError};
+pub use host::settings::{user_cache_dir, Settings, SettingsError};
 pub use media::bzimage::{kernel_version as image_kernel_version, KernelImageError};
 pub use media::prepare::PrepareError;
 pub use media::supply::{
-    deb::DebError, fetch::FetchError, is_url, url_file_name, user_cache_dir, Supply, SupplyError,
+    deb::DebError, fetch::FetchError, is_url, url_file_name, Supply, SupplyError,
 };
 pub use model::accel::{Accel, AccelChoice};
 pub use model::death::{DeathCause, VmDeath, VmLogs};
@@ -91,8 +91,8 @@ pub use model::shape::{Mount, VmShape, DEFAULT_CPUS, DEFAULT_MEMORY_MIB};
 pub use model::splat::{Splat, SplatPatternError};
 pub use qemu::process::SpawnError;
 pub use run::engine::Engine;
-pub use run::error::SetupError;
-pub use run::image::{DiskImageError, ImageJob};
+pub use run::error::{DiskImageError, SetupError};
+pub use run::image::ImageJob;
 pub use vm::error::{BootError, JobRefused};
 pub use vmtest_contract::messages::{JobId, Stream, Verdict, WindowSize};
 pub use vmtest_contract::SHARED_DIR_VAR;

@@ -147,7 +147,7 @@ fn spawn_test(
     // SAFETY: the server is single-threaded (see the module docs): the
     // child has every lock free and may run the test as the server would.
     match unsafe { libc::fork() } {
-        -1 => return Err(io::Error::last_os_error()),
+        -1 => Err(io::Error::last_os_error()),
         0 => {
             enter_job(entry);
             let redirected = rustix::stdio::dup2_stdin(&null)

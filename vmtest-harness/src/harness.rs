@@ -12,9 +12,9 @@ use vmtest_engine::{
     chain, Engine, GuestServer, Reporter, Settings, SetupError, Supply, SupplyError, VmShape,
 };
 
-use crate::trials::{self, KernelTrial};
 use crate::reporter::LibtestReporter;
 use crate::resolve::{gated, shape_of, ShapeError};
+use crate::trials::{self, KernelTrial};
 use crate::{guest, registry, runner, signals};
 
 /// Runs the test binary: inside a guest, the tests the host asks for; on
@@ -93,10 +93,8 @@ fn run(args: &Arguments, trial: Vec<KernelTrial>) -> Conclusion {
                 .iter()
                 .map(|test| {
                     let message = message.clone();
-                    Trial::test(test.trial.name.clone(), move || {
-                        Err(Failed::from(message))
-                    })
-                    .with_ignored_flag(ignored(test))
+                    Trial::test(test.trial.name.clone(), move || Err(Failed::from(message)))
+                        .with_ignored_flag(ignored(test))
                 })
                 .chain(left_out())
                 .collect();
@@ -153,11 +151,7 @@ fn resolve(trial: Vec<KernelTrial>, reporter: &Arc<LibtestReporter>) -> Vec<Reso
         .map(|trial| {
             let shape = shape_of(&trial, env, &fetch);
             let gate = shape.as_ref().ok().and_then(|shape| gated(&trial, shape));
-            Resolved {
-                trial,
-                shape,
-                gate,
-            }
+            Resolved { trial, shape, gate }
         })
         .collect()
 }

@@ -45,12 +45,12 @@
 
 mod guest;
 mod harness;
-mod trials;
 mod registry;
 mod reporter;
 mod resolve;
 mod runner;
 mod signals;
+mod trials;
 mod vars;
 mod version;
 

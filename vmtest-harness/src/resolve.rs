@@ -90,8 +90,8 @@ pub(crate) fn gated(trial: &KernelTrial, shape: &VmShape) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::trials::per_kernel;
     use crate::registry::VmTest;
+    use crate::trials::per_kernel;
 
     fn env(var: &str) -> Option<String> {
         (var == "KERNELS").then(|| "/opt/kernels".into())

@@ -219,10 +219,7 @@ mod tests {
             })
         };
         let trial = listed(format!("{} , https://h/bzImage-6.4", dir.path().display()));
-        let names: Vec<&str> = trial
-            .iter()
-            .map(|trial| trial.name.as_str())
-            .collect();
+        let names: Vec<&str> = trial.iter().map(|trial| trial.name.as_str()).collect();
         assert_eq!(
             names,
             [

@@ -6,7 +6,6 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::host::private::{self, PrivateDirError};
-use crate::media::supply::user_cache_dir;
 use crate::model::accel::{self, AccelChoice};
 
 /// How long a VM may take to boot before it counts as hung.
@@ -160,6 +159,15 @@ fn default_cache_dir(
     }
     let user = user_cache_dir(var).ok_or(SettingsError::NoCacheDir)?;
     Ok((user.join("vmtest"), "VMTEST_CACHE_DIR or XDG_CACHE_HOME"))
+}
+
+/// The user's cache directory, from `var` (the environment):
+/// `$XDG_CACHE_HOME`, else `$HOME/.cache`.
+pub fn user_cache_dir(var: impl Fn(&str) -> Option<String>) -> Option<PathBuf> {
+    let var = |name: &str| var(name).filter(|value| !value.is_empty());
+    var("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| var("HOME").map(|home| Path::new(&home).join(".cache")))
 }
 
 /// The nearest ancestor that cargo marked as its target directory.

@@ -302,6 +302,7 @@ pub(super) fn read_u32(bytes: &[u8], at: usize) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::media::test_kernels;
 
     const DEBIAN_STRING: &str = "6.1.0-47-amd64 (debian-kernel@lists.debian.org) #1 SMP \
                                  PREEMPT_DYNAMIC Debian 6.1.170-3 (2025-01-01)";
@@ -479,10 +480,10 @@ mod tests {
 
     #[test]
     fn real_kernels_report_their_module_directory_name() {
-        let root = crate::media::test_kernels::dir();
-        for kernel in crate::media::test_kernels::KERNELS {
+        let root = test_kernels::dir();
+        for kernel in test_kernels::KERNELS {
             let boot = root.join(kernel).join("boot");
-            let image = crate::media::test_kernels::vmlinuz(&boot);
+            let image = test_kernels::vmlinuz(&boot);
             let started = std::time::Instant::now();
             let version = kernel_version(&image).unwrap();
             let took = started.elapsed();

@@ -7,7 +7,7 @@ mod elf;
 mod initramfs;
 pub(crate) mod modules;
 pub(crate) mod prepare;
-mod prepared;
+pub(crate) mod prepared;
 pub(crate) mod supply;
 #[cfg(test)]
 pub(crate) mod test_kernels;

@@ -544,6 +544,7 @@ impl Resolver<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::media::{bzimage, test_kernels};
     use std::time::Instant;
 
     /// A minimal relocatable ELF64 (x86-64) with one `.modinfo` section,
@@ -890,9 +891,9 @@ mod tests {
 
     /// Indexes and resolves a real extracted kernel, printing the time taken.
     fn resolve_real(kernel: &str) -> (String, Vec<ModuleFile>) {
-        let root = crate::media::test_kernels::dir().join(kernel);
-        let image = crate::media::test_kernels::vmlinuz(&root.join("boot"));
-        let version = crate::media::bzimage::kernel_version(&image).unwrap();
+        let root = test_kernels::dir().join(kernel);
+        let image = test_kernels::vmlinuz(&root.join("boot"));
+        let version = bzimage::kernel_version(&image).unwrap();
         let dir = locate(&image, &version, None)
             .unwrap()
             .expect("modules dir");
@@ -948,7 +949,7 @@ mod tests {
         );
         assert_eq!(order.len(), 4);
         assert!(order.iter().all(|m| m.compression == Compression::Xz));
-        let root = crate::media::test_kernels::dir().join("debian-6.12");
+        let root = test_kernels::dir().join("debian-6.12");
         let index = ModuleIndex::load(&root.join("lib/modules").join(&version), &version).unwrap();
         assert_eq!(is_builtin(&index, "virtio_pci"), Some(true));
         assert_eq!(is_builtin(&index, "virtio_console"), Some(true));

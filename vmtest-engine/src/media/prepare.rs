@@ -10,16 +10,10 @@ use vmtest_contract::boot::DEBUG_PARAM;
 use super::bzimage::{self, KernelImageError};
 use super::initramfs::{self, InitramfsError};
 use super::modules::{self, ModuleIndex, ModulesError, GUEST_MODULES};
-use super::prepared;
+use super::prepared::{self, BootMedia};
 use super::vmlinux::{self, VmlinuxError};
+use crate::host::cache;
 use crate::model::shape::VmShape;
-
-/// A kernel and the initramfs to boot it with.
-#[derive(Debug, Clone)]
-pub(crate) struct BootMedia {
-    pub kernel: PathBuf,
-    pub initramfs: PathBuf,
-}
 
 /// Why a kernel cannot be prepared for booting.
 #[derive(Debug, thiserror::Error)]
@@ -94,7 +88,7 @@ pub(crate) fn prepare(
 /// [`crate::host::cache::BOOT_MEDIA`]).
 pub(crate) fn prune_cache(cache_dir: &Path) {
     let media = |name: &str| name.starts_with("vmlinux-") || name.starts_with("initramfs-");
-    crate::host::cache::prune(cache_dir, media, crate::host::cache::BOOT_MEDIA);
+    cache::prune(cache_dir, media, cache::BOOT_MEDIA);
     prepared::prune(cache_dir);
 }
 

@@ -13,8 +13,14 @@ use std::sync::OnceLock;
 
 use sha2::{Digest, Sha256};
 
-use super::prepare::BootMedia;
 use crate::host::cache;
+
+/// A kernel and the initramfs to boot it with.
+#[derive(Debug, Clone)]
+pub(crate) struct BootMedia {
+    pub kernel: PathBuf,
+    pub initramfs: PathBuf,
+}
 
 /// The name of the record for media made from `image`, with its modules in
 /// `modules`; `None` if a file cannot be looked at.

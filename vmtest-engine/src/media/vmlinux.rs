@@ -638,6 +638,7 @@ mod tests {
         PAYLOAD_OFFSET_OFFSET, PROTOCOL_OFFSET, SECTOR, SETUP_SECTS_OFFSET,
     };
     use super::*;
+    use crate::media::test_kernels;
     use std::time::Instant;
 
     /// Where the tiny ELF's PVH entry points.
@@ -1141,13 +1142,13 @@ mod tests {
     /// Debian's 6.1 (xz) and 6.12 (zstd): both have the PVH note.
     #[test]
     fn real_kernels_are_extracted() {
-        let kernels = crate::media::test_kernels::dir();
+        let kernels = test_kernels::dir();
         let cache = tempfile::tempdir().unwrap();
-        for (kernel, format) in crate::media::test_kernels::KERNELS
+        for (kernel, format) in test_kernels::KERNELS
             .into_iter()
             .zip([Format::Xz, Format::Zstd])
         {
-            let image = crate::media::test_kernels::vmlinuz(&kernels.join(kernel).join("boot"));
+            let image = test_kernels::vmlinuz(&kernels.join(kernel).join("boot"));
             let bytes = fs::read(&image).unwrap();
             let (payload, found) = payload_from_header(&bytes).unwrap();
             assert_eq!(found, format, "{kernel}");

@@ -91,7 +91,6 @@ pub enum Event {
     },
 }
 
-
 /// Receives the engine's events, from any thread; the only code that prints.
 pub trait Reporter: Send + Sync {
     fn report(&self, event: &Event);

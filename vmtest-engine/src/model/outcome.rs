@@ -230,14 +230,14 @@ mod tests {
 
     #[test]
     fn the_chain_names_every_cause_once() {
-        let error = crate::run::error::SetupError::RunDir {
-            path: std::path::PathBuf::from("/x"),
-            source: std::io::Error::new(std::io::ErrorKind::PermissionDenied, "denied"),
-        };
-        assert_eq!(
-            chain(&error),
-            "cannot create the run's directory /x\n  caused by: denied"
-        );
+        #[derive(Debug, thiserror::Error)]
+        #[error("cannot create /x")]
+        struct Outer(#[source] std::io::Error);
+        let error = Outer(std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            "denied",
+        ));
+        assert_eq!(chain(&error), "cannot create /x\n  caused by: denied");
     }
 
     #[test]

@@ -17,6 +17,7 @@ use super::pool::{Pool, RunSetup};
 use crate::host::run_dir::{RunDir, SharedDir};
 use crate::host::settings::Settings;
 use crate::host::{cache, cancel};
+use crate::media::prepare;
 use crate::model::events::{Event, Reporter};
 use crate::model::job::{GuestServer, Input, Job, Work};
 use crate::model::outcome::{Finished, Outcome};
@@ -54,7 +55,7 @@ impl Engine {
             reason: settings.accel.reason.clone(),
         });
         cache::remove_stale(&settings.cache_dir);
-        crate::media::prepare::prune_cache(&settings.cache_dir);
+        prepare::prune_cache(&settings.cache_dir);
         let run_dir = RunDir::create().map_err(|source| SetupError::RunDir {
             path: std::env::temp_dir(),
             source,

@@ -5,14 +5,16 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
-use super::image::DiskImageError;
 use crate::host::cache::CacheError;
 use crate::host::settings::SettingsError;
 use crate::media::prepare::PrepareError;
+use crate::model::death::VmLogs;
 use crate::model::shape::VmShape;
 use crate::model::splat::SplatPatternError;
 use crate::qemu::process::SpawnError;
+use crate::qemu::wire::WireError;
 use crate::vm::error::BootError;
 
 /// Why a job could not run.
@@ -70,4 +72,28 @@ pub enum SetupError {
     },
     #[error(transparent)]
     SplatPattern(#[from] SplatPatternError),
+}
+
+/// Why an image did not come up.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DiskImageError {
+    #[error("cannot create the VM's directory")]
+    Workdir(#[source] std::io::Error),
+    #[error(transparent)]
+    Spawn(#[from] SpawnError),
+    #[error("cannot connect to QEMU's sockets")]
+    Connect(#[source] std::io::Error),
+    #[error(
+        "the image's guest agent did not answer within {timeout:?} of QEMU starting: does the \
+         image run qemu-guest-agent at boot? (a slow image may need a longer \
+         VMTEST_BOOT_TIMEOUT){logs}"
+    )]
+    AgentSilent { timeout: Duration, logs: VmLogs },
+    #[error("QEMU exited ({status}) before the image's guest agent answered{logs}")]
+    Exited { status: String, logs: VmLogs },
+    #[error("talking to the image's guest agent failed: {error}{logs}")]
+    Agent { error: WireError, logs: VmLogs },
+    #[error("{what} is not UTF-8, which the guest agent's JSON cannot carry")]
+    NotText { what: String },
 }

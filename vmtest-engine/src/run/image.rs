@@ -22,8 +22,9 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use vmtest_contract::messages::{ExitStatus, JobId, Stream};
 
-use super::error::SetupError;
+use super::error::{DiskImageError, SetupError};
 use super::pool::RunSetup;
+use crate::host::run_dir::VmDir;
 use crate::model::death::{read_console, DeathCause, VmDeath, VmLogs};
 use crate::model::events::Event;
 use crate::model::job::Program;
@@ -31,7 +32,7 @@ use crate::model::outcome::{Captured, Finished, Outcome};
 use crate::qemu::agent::{Agent, AgentError};
 use crate::qemu::command::{self, Export, Firmware, Machine, QemuConfig};
 use crate::qemu::monitor::Monitor;
-use crate::qemu::process::{QemuProcess, SpawnError};
+use crate::qemu::process::QemuProcess;
 use crate::qemu::shell::quoted;
 use crate::qemu::wire::WireError;
 
@@ -78,30 +79,6 @@ pub struct ImageJob {
     pub timeout: Option<Duration>,
 }
 
-/// Why an image did not come up.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum DiskImageError {
-    #[error("cannot create the VM's directory")]
-    Workdir(#[source] std::io::Error),
-    #[error(transparent)]
-    Spawn(#[from] SpawnError),
-    #[error("cannot connect to QEMU's sockets")]
-    Connect(#[source] std::io::Error),
-    #[error(
-        "the image's guest agent did not answer within {timeout:?} of QEMU starting: does the \
-         image run qemu-guest-agent at boot? (a slow image may need a longer \
-         VMTEST_BOOT_TIMEOUT){logs}"
-    )]
-    AgentSilent { timeout: Duration, logs: VmLogs },
-    #[error("QEMU exited ({status}) before the image's guest agent answered{logs}")]
-    Exited { status: String, logs: VmLogs },
-    #[error("talking to the image's guest agent failed: {error}{logs}")]
-    Agent { error: WireError, logs: VmLogs },
-    #[error("{what} is not UTF-8, which the guest agent's JSON cannot carry")]
-    NotText { what: String },
-}
-
 /// Boots `job`'s image as VM `vm`, runs its command as job `id`.
 pub(crate) fn run(setup: &RunSetup, vm: u64, id: JobId, job: &ImageJob) -> Finished {
     let started = Instant::now();
@@ -143,7 +120,7 @@ struct Session {
     /// When the streams last delivered output.
     streams: Vec<std::thread::JoinHandle<()>>,
     last_output: Arc<Mutex<Instant>>,
-    _dir: crate::host::run_dir::VmDir,
+    _dir: VmDir,
 }
 
 impl Session {

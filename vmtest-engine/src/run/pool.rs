@@ -109,7 +109,7 @@ impl Pool {
                 return Err(Arc::new(SetupError::Cancelled));
             }
             let vm = self.live_vm(&slot)?;
-            if let Some(reservation) = Vm::reserve(&vm) {
+            if let Some(reservation) = Reservation::take(&vm) {
                 return Ok(reservation);
             }
             // It died while we waited for room in it: the next one.

@@ -99,6 +99,7 @@ fn cpu_identity(cpuinfo: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::qemu::process;
 
     const CPUINFO: &str = "processor\t: 0\nvendor_id\t: GenuineIntel\ncpu family\t: 6\n\
         model\t\t: 85\nmodel name\t: Intel(R) Xeon(R) Gold 6148\nstepping\t: 4\n\
@@ -138,7 +139,7 @@ mod tests {
     #[test]
     fn the_real_qemu_is_asked_once() {
         let cache = tempfile::tempdir().unwrap();
-        let qemu = crate::qemu::process::resolve(Path::new("qemu-system-x86_64"));
+        let qemu = process::resolve(Path::new("qemu-system-x86_64"));
         assert!(
             qemu.is_file(),
             "QEMU is not installed: run scripts/setup.sh"

@@ -35,6 +35,19 @@ pub(crate) enum Attempt {
 }
 
 impl Reservation {
+    /// A job slot, waiting while the VM is full; `None` if it died.
+    pub(crate) fn take(vm: &Arc<Vm>) -> Option<Reservation> {
+        let capacity = vm.capacity;
+        let mut state = vm.guest.link.wait_until(None, |state| {
+            state.death.is_some() || state.reserved < capacity
+        });
+        if state.death.is_some() {
+            return None;
+        }
+        state.reserved += 1;
+        Some(Reservation { vm: Arc::clone(vm) })
+    }
+
     /// Runs one job: sends `request` (whose id is `id`), streams its output
     /// as events, and waits for its end, killing it after `timeout`.
     pub(crate) fn run(

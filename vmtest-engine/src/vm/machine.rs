@@ -19,7 +19,6 @@ use crate::snapshot::{Snapshot, SnapshotUse};
 use super::coverage::Profiles;
 use super::error::BootError;
 use super::guest::Guest;
-use super::jobs::Reservation;
 use super::link::{Link, Phase};
 use super::spec::{BootSpec, Paths};
 
@@ -35,7 +34,7 @@ const QUIT_GRACE: Duration = Duration::from_secs(3);
 pub(crate) struct Vm {
     pub(super) guest: Arc<Guest>,
     monitor: Mutex<Option<Monitor>>,
-    capacity: usize,
+    pub(super) capacity: usize,
     /// Copied to the host once QEMU is gone.
     profiles: Mutex<Option<Profiles>>,
     _dir: VmDir,
@@ -128,19 +127,6 @@ impl Vm {
             profiles: Mutex::new(spec.profiles.cloned()),
             _dir: dir,
         })
-    }
-
-    /// A job slot, waiting while the VM is full; `None` if it died.
-    pub(crate) fn reserve(vm: &Arc<Vm>) -> Option<Reservation> {
-        let capacity = vm.capacity;
-        let mut state = vm.guest.link.wait_until(None, |state| {
-            state.death.is_some() || state.reserved < capacity
-        });
-        if state.death.is_some() {
-            return None;
-        }
-        state.reserved += 1;
-        Some(Reservation { vm: Arc::clone(vm) })
     }
 
     pub(crate) fn alive(&self) -> bool {

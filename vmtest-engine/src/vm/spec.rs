@@ -7,9 +7,10 @@ use std::sync::Arc;
 use vmtest_contract::boot::{BootParams, CONTROL_PORT};
 
 use crate::host::settings::Settings;
-use crate::media::prepare::BootMedia;
+use crate::media::prepared::BootMedia;
 use crate::model::shape::VmShape;
 use crate::qemu::command::{self, Export, Machine, QemuConfig};
+use crate::qemu::process;
 use crate::snapshot::{self, SnapshotUse, Snapshots};
 
 use super::coverage::Profiles;
@@ -105,7 +106,7 @@ impl BootSpec<'_> {
             ..*self
         };
         let args = neutral.qemu_arguments(&Paths::new(Path::new("/vm")));
-        let qemu = crate::qemu::process::resolve(self.qemu_binary());
+        let qemu = process::resolve(self.qemu_binary());
         let host =
             snapshot::host::identity(&qemu, self.settings.accel.accel, &self.settings.cache_dir);
         snapshot::key(

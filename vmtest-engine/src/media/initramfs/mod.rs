@@ -159,6 +159,7 @@ mod tests {
     use super::cpio::read_back::entries;
     use super::*;
     use crate::media::modules::{self, Compression, ModuleIndex, GUEST_MODULES};
+    use crate::media::{bzimage, test_kernels};
     use std::fs;
     use std::time::Instant;
 
@@ -325,13 +326,13 @@ mod tests {
     /// The whole host-side path on a real kernel: index, resolve, build;
     /// timed, then timed again with the archive cached.
     fn build_real(kernel: &str, expected_modules: usize) {
-        let root = crate::media::test_kernels::dir().join(kernel);
-        let image = crate::media::test_kernels::vmlinuz(&root.join("boot"));
+        let root = test_kernels::dir().join(kernel);
+        let image = test_kernels::vmlinuz(&root.join("boot"));
         let cache = tempfile::tempdir().unwrap();
         let init = b"\x7fELF stand-in for the static guest init".repeat(1000);
 
         let started = Instant::now();
-        let version = crate::media::bzimage::kernel_version(&image).unwrap();
+        let version = bzimage::kernel_version(&image).unwrap();
         let dir = modules::locate(&image, &version, None).unwrap().unwrap();
         let index = ModuleIndex::load(&dir, &version).unwrap();
         let t_index = started.elapsed();

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 
 use crate::host::cache::{self, CacheError};
+use crate::host::cancel;
 use crate::model::events::Event;
 use vmtest_contract::boot::hex;
 
@@ -123,7 +124,7 @@ pub(super) fn fetch(
         let mut buffer = vec![0u8; 1 << 16];
         let mut reported = Instant::now();
         loop {
-            if crate::host::cancel::cancelled() {
+            if cancel::cancelled() {
                 failure = Some(FetchError::Cancelled {
                     url: url.to_string(),
                 });

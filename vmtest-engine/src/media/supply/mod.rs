@@ -100,15 +100,6 @@ pub struct Supply {
     timeout: Duration,
 }
 
-/// The user's cache directory, from `var` (the environment):
-/// `$XDG_CACHE_HOME`, else `$HOME/.cache`.
-pub fn user_cache_dir(var: impl Fn(&str) -> Option<String>) -> Option<PathBuf> {
-    let var = |name: &str| var(name).filter(|value| !value.is_empty());
-    var("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| var("HOME").map(|home| Path::new(&home).join(".cache")))
-}
-
 /// Whether `kernel` names a download rather than a file.
 pub fn is_url(kernel: &str) -> bool {
     kernel.starts_with("https://") || kernel.starts_with("http://")
@@ -119,7 +110,7 @@ impl Supply {
     /// `VMTEST_DOWNLOAD_TIMEOUT` (seconds a server may take to answer).
     pub fn from_env() -> Result<Supply, SupplyError> {
         let var = |name: &str| std::env::var(name).ok();
-        let root = user_cache_dir(var)
+        let root = settings::user_cache_dir(var)
             .ok_or(SupplyError::NoCacheDir)?
             .join("vmtest");
         let timeout = match var("VMTEST_DOWNLOAD_TIMEOUT").filter(|value| !value.is_empty()) {
