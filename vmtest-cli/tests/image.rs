@@ -10,6 +10,7 @@
 #[path = "../../vmtest-engine/tests/support/leftovers.rs"]
 mod common;
 
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -25,6 +26,27 @@ fn image() -> PathBuf {
         image.display()
     );
     image
+}
+
+/// Runs `vmtest args` in `dir`, its temporary files in `tmp`, and shows
+/// what it printed; returns its exit code, stdout and stderr.
+fn vmtest<I, S>(dir: &Path, tmp: &Path, args: I) -> (Option<i32>, String, String)
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let output = Command::new(env!("CARGO_BIN_EXE_vmtest"))
+        .current_dir(dir)
+        .env("VMTEST_NO_UI", "1")
+        .env("TMPDIR", tmp)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    eprintln!("--- stdout\n{stdout}--- stderr\n{stderr}");
+    (output.status.code(), stdout, stderr)
 }
 
 #[test]
@@ -55,17 +77,8 @@ num_cpus = 1
     );
     std::fs::write(dir.path().join("vmtest.toml"), config).unwrap();
     let tmp = tempfile::tempdir().unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_vmtest"))
-        .current_dir(dir.path())
-        .env("VMTEST_NO_UI", "1")
-        .env("TMPDIR", tmp.path())
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    eprintln!("--- stdout\n{stdout}--- stderr\n{stderr}");
-    assert_eq!(output.status.code(), Some(1), "one target fails");
+    let (code, stdout, stderr) = vmtest(dir.path(), tmp.path(), std::iter::empty::<&str>());
+    assert_eq!(code, Some(1), "one target fails");
     assert!(stdout.contains("[bios] shared\n"), "{stdout}");
     assert!(stderr.contains("[bios] on-stderr\n"), "{stderr}");
     assert!(
@@ -92,23 +105,21 @@ num_cpus = 1
 #[ignore = "needs the image scripts/build-image.sh builds (a minute or two): run with --ignored"]
 fn a_one_liner_runs_on_an_image() {
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_vmtest"))
-        .current_dir(dir.path())
-        .env("VMTEST_NO_UI", "1")
-        .arg("-i")
-        .arg(image())
-        .args([
-            "--",
-            "grep -h ^VERSION_CODENAME= /etc/os-release; pwd; exit 3",
-        ])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    eprintln!("--- stdout\n{stdout}--- stderr\n{stderr}");
+    let tmp = tempfile::tempdir().unwrap();
+    let image = image();
+    let (code, stdout, _) = vmtest(
+        dir.path(),
+        tmp.path(),
+        [
+            OsStr::new("-i"),
+            image.as_os_str(),
+            OsStr::new("--"),
+            OsStr::new("grep -h ^VERSION_CODENAME= /etc/os-release; pwd; exit 3"),
+        ],
+    );
     assert_eq!(stdout, "VERSION_CODENAME=bookworm\n/mnt/vmtest\n");
-    assert_eq!(output.status.code(), Some(3), "the command's exit code");
+    assert_eq!(code, Some(3), "the command's exit code");
+    common::assert_nothing_left_in(tmp.path());
 }
 
 #[test]
@@ -117,20 +128,20 @@ fn an_image_command_past_its_timeout_fails_and_the_image_stops() {
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let tmp = tempfile::tempdir().unwrap();
     let started = std::time::Instant::now();
-    let output = Command::new(env!("CARGO_BIN_EXE_vmtest"))
-        .current_dir(dir.path())
-        .env("VMTEST_NO_UI", "1")
-        .env("TMPDIR", tmp.path())
-        .arg("-i")
-        .arg(image())
-        .args(["--timeout", "5s", "--", "echo started; sleep 3600"])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    eprintln!("--- stdout\n{stdout}--- stderr\n{stderr}");
-    assert_eq!(output.status.code(), Some(124), "as timeout(1) exits");
+    let image = image();
+    let (code, stdout, stderr) = vmtest(
+        dir.path(),
+        tmp.path(),
+        [
+            OsStr::new("-i"),
+            image.as_os_str(),
+            OsStr::new("--timeout"),
+            OsStr::new("5s"),
+            OsStr::new("--"),
+            OsStr::new("echo started; sleep 3600"),
+        ],
+    );
+    assert_eq!(code, Some(124), "as timeout(1) exits");
     assert_eq!(stdout, "started\n");
     assert!(stderr.contains("timed out after 5s"), "{stderr}");
     // Booting the image takes its time; the command's hour does not.

@@ -43,21 +43,22 @@
 //!
 //! # Layers
 //!
-//! Each layer imports only those below it (checked in CI: `cargo modules
-//! dependencies --acyclic`); the crates below the engine are cargo's to
-//! keep in order.
+//! Each layer imports only those below it; `qemu` and `media` know nothing
+//! of each other. `scripts/check-layers.sh` checks in CI that no modules
+//! import each other in a loop, within a layer or between layers; the
+//! crates below the engine are cargo's to keep in order.
 //!
 //! ```text
 //!  front doors      vmtest-harness (libtest)     vmtest-cli (the command)
-//!                        └──────── vmtest-frontdoor (signals) ──┘
+//!                        └─ vmtest-frontdoor (signals, notes) ─┘
 //!  ─────────────────────────────────────────────────────────────────────
 //!  run              the Engine, the pool of VMs by shape, disk-image jobs,
 //!                   SetupError                                 run/
 //!  vm               one VM: spec, boot and restore, the guest's link,
 //!                   the reader thread, jobs in it, layout      vm/
 //!  snapshot         saved guests, named by what they depend on snapshot/
-//!  qemu             command line, process, QMP, guest agent    qemu/
 //!  media            kernel images, modules, initramfs, downloads media/
+//!  qemu             command line, process, QMP, guest agent    qemu/
 //!  host             settings, private dirs, caches, leases,
 //!                   cancellation                               host/
 //!  model            jobs, shapes, outcomes, events, deaths     model/

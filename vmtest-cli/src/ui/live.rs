@@ -28,11 +28,12 @@ const SPINNER: [&str; 8] = ["⠋", "⠙", "⠹", "⠸", "⠼", "⠴", "⠦", "�
 
 pub struct Live {
     single: bool,
-    shared: Arc<Shared>,
+    screen: Arc<Screen>,
     ticker: Mutex<Option<JoinHandle<()>>>,
 }
 
-struct Shared {
+/// The terminal, what is drawn on it, and the ticker's stop flag.
+struct Screen {
     term: Term,
     state: Mutex<State>,
     done: AtomicBool,
@@ -61,7 +62,7 @@ struct TargetView {
 impl Live {
     pub fn new(names: Vec<String>, single: bool) -> Live {
         let now = Instant::now();
-        let shared = Arc::new(Shared {
+        let screen = Arc::new(Screen {
             term: Term::stderr(),
             state: Mutex::new(State {
                 targets: names
@@ -81,7 +82,7 @@ impl Live {
             }),
             done: AtomicBool::new(false),
         });
-        let ticking = Arc::clone(&shared);
+        let ticking = Arc::clone(&screen);
         let ticker = std::thread::spawn(move || {
             while !ticking.done.load(Ordering::Relaxed) {
                 std::thread::sleep(TICK);
@@ -91,13 +92,13 @@ impl Live {
         });
         Live {
             single,
-            shared,
+            screen,
             ticker: Mutex::new(Some(ticker)),
         }
     }
 }
 
-impl Shared {
+impl Screen {
     fn state(&self) -> MutexGuard<'_, State> {
         self.state.lock()
     }
@@ -219,21 +220,21 @@ fn final_block(target: &TargetView, ending: &Ending, single: bool) -> String {
 
 impl Face for Live {
     fn stage(&self, index: usize, stage: &Stage) {
-        let mut state = self.shared.state();
+        let mut state = self.screen.state();
         let target = &mut state.targets[index];
         target.stage = stage.clone();
         target.since = Instant::now();
         if self.single && matches!(stage, Stage::Running) {
             // From now on the command's output flows to the terminal.
-            self.shared.draw(&mut state, true);
-            let _ = self.shared.term.clear_last_lines(state.drawn);
+            self.screen.draw(&mut state, true);
+            let _ = self.screen.term.clear_last_lines(state.drawn);
             state.drawn = 0;
             state.passing_through = true;
         } else if self.single && matches!(stage, Stage::Done(_)) {
             state.passing_through = false;
-            self.shared.draw(&mut state, true);
+            self.screen.draw(&mut state, true);
         } else {
-            self.shared.draw(&mut state, self.single);
+            self.screen.draw(&mut state, self.single);
         }
     }
 
@@ -241,7 +242,7 @@ impl Face for Live {
         if self.single {
             return super::pass_through(stderr, data);
         }
-        let mut state = self.shared.state();
+        let mut state = self.screen.state();
         let target = &mut state.targets[index];
         let window = &mut target.window;
         target.lines.push(data, |line| {
@@ -253,23 +254,23 @@ impl Face for Live {
     }
 
     fn notice(&self, text: &str) {
-        let mut state = self.shared.state();
-        let _ = self.shared.term.clear_last_lines(state.drawn);
+        let mut state = self.screen.state();
+        let _ = self.screen.term.clear_last_lines(state.drawn);
         state.drawn = 0;
         let _ = self
-            .shared
+            .screen
             .term
             .write_line(&style(format!("vmtest: {text}")).yellow().to_string());
-        self.shared.draw(&mut state, self.single);
+        self.screen.draw(&mut state, self.single);
     }
 
     fn finish(&self) {
-        self.shared.done.store(true, Ordering::Relaxed);
+        self.screen.done.store(true, Ordering::Relaxed);
         if let Some(ticker) = self.ticker.lock().take() {
             let _ = ticker.join();
         }
-        let mut state = self.shared.state();
-        self.shared.draw(&mut state, self.single);
+        let mut state = self.screen.state();
+        self.screen.draw(&mut state, self.single);
         if !self.single {
             let failed = state
                 .targets
@@ -286,7 +287,7 @@ impl Face for Live {
                     .bold()
                     .to_string(),
             };
-            let _ = self.shared.term.write_line(&summary);
+            let _ = self.screen.term.write_line(&summary);
         }
     }
 }

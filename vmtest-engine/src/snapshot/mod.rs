@@ -31,6 +31,7 @@ use crate::host::cache::{self, CacheError};
 use crate::host::cancel::{self, Resource};
 use crate::host::lease;
 use crate::qemu::monitor::Monitor;
+use crate::qemu::shell::quoted;
 use crate::qemu::wire::WireError;
 
 const STATE: &str = "vmstate";
@@ -116,7 +117,7 @@ impl Snapshots {
         let _registration = cancel::register(Resource::Path(temp.clone()));
         let saved = (|| {
             let state = temp.join(STATE);
-            let shell_path = shell_quoted(&state).ok_or_else(|| SaveError::Path(state.clone()))?;
+            let shell_path = shell_word(&state).ok_or_else(|| SaveError::Path(state.clone()))?;
             monitor.save(&format!("cat > {shell_path}"), deadline)?;
             fs::copy(console, temp.join(CONSOLE)).map_err(io_error(&temp))?;
             match fs::rename(&temp, &snapshot.dir) {
@@ -155,7 +156,7 @@ impl Snapshot {
     /// `migrate-incoming`; marks the snapshot as just used, for [`cache::prune`].
     pub(crate) fn load_command(&self) -> Option<String> {
         cache::mark_used(&self.dir);
-        Some(format!("cat {}", shell_quoted(&self.state())?))
+        Some(format!("cat {}", shell_word(&self.state())?))
     }
 }
 
@@ -180,9 +181,10 @@ pub(crate) fn key(args: &[OsString], files: &[&Path], host: &str) -> String {
     cache::entry_name(&digest.finalize())
 }
 
-/// `path` in single quotes for `/bin/sh`; `None` if it is not UTF-8.
-fn shell_quoted(path: &Path) -> Option<String> {
-    Some(format!("'{}'", path.to_str()?.replace('\'', r"'\''")))
+/// `path` as a word for QEMU's `/bin/sh`; `None` if it is not UTF-8, which
+/// QMP's JSON cannot carry.
+fn shell_word(path: &Path) -> Option<String> {
+    path.to_str().map(quoted)
 }
 
 #[cfg(test)]
@@ -225,10 +227,10 @@ mod tests {
     }
 
     #[test]
-    fn paths_are_quoted_for_the_shell() {
-        assert_eq!(
-            shell_quoted(Path::new("/c/it's here")).unwrap(),
-            r"'/c/it'\''s here'"
-        );
+    fn a_path_that_is_not_text_has_no_shell_word() {
+        use std::os::unix::ffi::OsStrExt;
+        let path = Path::new(std::ffi::OsStr::from_bytes(b"/c/\xff"));
+        assert_eq!(shell_word(path), None);
+        assert_eq!(shell_word(Path::new("/c/it's")).unwrap(), r"'/c/it'\''s'");
     }
 }

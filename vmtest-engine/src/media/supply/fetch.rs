@@ -188,3 +188,29 @@ pub(super) fn fetch(
         (Err(error), None) => Err(error.into()),
     }
 }
+
+/// Built by CI with `--no-default-features`.
+#[cfg(all(test, not(feature = "download")))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn without_the_download_feature_a_url_names_the_feature() {
+        let blobs = tempfile::tempdir().unwrap();
+        let error = fetch(
+            "https://example.invalid/vmlinuz",
+            None,
+            blobs.path(),
+            Duration::from_secs(1),
+            &|_| {},
+        )
+        .unwrap_err();
+        assert!(matches!(error, FetchError::NoDownloads { .. }), "{error:?}");
+        let message = error.to_string();
+        assert!(
+            message.contains("https://example.invalid/vmlinuz")
+                && message.contains("`download` feature"),
+            "{message}"
+        );
+    }
+}
