@@ -245,11 +245,11 @@ impl Pool {
                 profiles: layout.profiles.as_ref(),
                 snapshot: None,
             };
-            let snapshot = self.snapshot_plan(&spec);
+            let snapshot = self.snapshot_use(&spec);
             spec.snapshot = setup
                 .snapshots
                 .as_ref()
-                .zip(snapshot.as_ref().map(|(_, plan)| plan));
+                .zip(snapshot.as_ref().map(|(_, usage)| usage));
             let started = Instant::now();
             let booted = Vm::boot(vm, dir, &spec, Arc::clone(&setup.reporter));
             match (booted, snapshot) {
@@ -312,13 +312,13 @@ impl Pool {
 
     /// What a boot of `spec` does with snapshots, and the snapshot's name;
     /// `None` when they are off, or failed this run.
-    fn snapshot_plan(&self, spec: &BootSpec) -> Option<(String, SnapshotUse)> {
+    fn snapshot_use(&self, spec: &BootSpec) -> Option<(String, SnapshotUse)> {
         let snapshots = self.setup.snapshots.as_ref()?;
         let key = spec.snapshot_key();
         if self.unusable_snapshots.lock().contains(&key) {
             return None;
         }
-        let plan = snapshots.plan(&key);
-        Some((key, plan))
+        let usage = snapshots.use_for(&key);
+        Some((key, usage))
     }
 }

@@ -88,7 +88,7 @@ impl Snapshots {
     }
 
     /// Restore the snapshot named `key` if there is one, else save it.
-    pub(crate) fn plan(&self, key: &str) -> SnapshotUse {
+    pub(crate) fn use_for(&self, key: &str) -> SnapshotUse {
         let snapshot = Snapshot {
             dir: self.dir.join(key),
         };
@@ -195,19 +195,22 @@ mod tests {
     fn a_snapshot_is_restored_once_it_exists() {
         let cache = tempfile::tempdir().unwrap();
         let snapshots = Snapshots::open(cache.path()).unwrap();
-        let SnapshotUse::Save(snapshot) = snapshots.plan("k1") else {
+        let SnapshotUse::Save(snapshot) = snapshots.use_for("k1") else {
             panic!("nothing to restore yet")
         };
         fs::create_dir(&snapshot.dir).unwrap();
         fs::write(snapshot.state(), "state").unwrap();
-        assert_eq!(snapshots.plan("k1"), SnapshotUse::Restore(snapshot.clone()));
+        assert_eq!(
+            snapshots.use_for("k1"),
+            SnapshotUse::Restore(snapshot.clone())
+        );
         assert_eq!(
             snapshot.load_command().unwrap(),
             format!("cat '{}'", snapshot.state().display())
         );
-        assert!(matches!(snapshots.plan("k2"), SnapshotUse::Save(_)));
+        assert!(matches!(snapshots.use_for("k2"), SnapshotUse::Save(_)));
         assert!(Snapshots::discard(&snapshot));
-        assert!(matches!(snapshots.plan("k1"), SnapshotUse::Save(_)));
+        assert!(matches!(snapshots.use_for("k1"), SnapshotUse::Save(_)));
     }
 
     #[test]
