@@ -3,7 +3,9 @@
 //! own random numbers, nothing of an earlier VM); a snapshot that cannot be
 //! restored costs a boot, is said once and is replaced, and one that cannot
 //! even be removed costs one boot per VM and one message per run, never
-//! more; `VMTEST_SNAPSHOT=0` boots every time.
+//! more; `VMTEST_SNAPSHOT=0` boots every time. The guest's memory stays in
+//! a file of the snapshot that restores map copy-on-write and never change;
+//! a QEMU that cannot keep it there still boots, and says so once.
 
 mod common;
 
@@ -113,6 +115,76 @@ fn restored_guests_are_fresh_guests() {
         }
     }
     assert_eq!(state_file(cache.path()), state, "the snapshot is reused");
+}
+
+/// The digest of `path`'s contents.
+fn digest(path: &Path) -> String {
+    let output = std::process::Command::new("sha256sum")
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    String::from_utf8(output.stdout).unwrap()
+}
+
+#[test]
+fn the_guest_memory_stays_in_a_file_that_restores_do_not_change() {
+    let cache = tempfile::tempdir().unwrap();
+    fresh(cache.path(), |_| {});
+    let state = state_file(cache.path());
+    let memory = state.with_file_name("memory");
+    let size = |path: &Path| std::fs::metadata(path).unwrap().len();
+    let disk_use = |path: &Path| {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(path).unwrap().blocks() * 512
+    };
+    // The saved state is the devices alone; the memory is the guest's
+    // 512 MiB, of which only what it touched takes room.
+    assert!(size(&state) < 4 << 20, "{} bytes of state", size(&state));
+    assert_eq!(size(&memory), 512 << 20);
+    assert!(
+        disk_use(&memory) < 384 << 20,
+        "{} bytes on disk",
+        disk_use(&memory)
+    );
+    let before = digest(&memory);
+    for _ in 0..2 {
+        assert!(fresh(cache.path(), |_| {}).restored);
+    }
+    assert_eq!(
+        digest(&memory),
+        before,
+        "a restored guest wrote to the file"
+    );
+}
+
+#[test]
+fn a_qemu_that_cannot_keep_memory_in_a_file_still_boots() {
+    let cache = tempfile::tempdir().unwrap();
+    let bin = tempfile::tempdir().unwrap();
+    // QEMU as a file system that cannot map a file would leave it.
+    let qemu = bin.path().join("qemu-system-x86_64");
+    std::fs::write(
+        &qemu,
+        "#!/bin/sh\n\
+         case \"$*\" in *memory-backend-file*) echo 'cannot map the file' >&2; exit 1;; esac\n\
+         exec qemu-system-x86_64 \"$@\"\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&qemu, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let run = fresh(cache.path(), |command| {
+        command.env("VMTEST_QEMU", &qemu);
+    });
+    assert!(!run.restored, "{}", run.stderr);
+    assert_eq!(
+        run.stderr.matches("cannot save it").count(),
+        1,
+        "said once: {}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("cannot map the file"), "{}", run.stderr);
+    assert!(snapshots(cache.path()).is_empty());
 }
 
 #[test]

@@ -161,6 +161,24 @@ fn boot(boot: &Boot) -> Vec<OsString> {
     }
 }
 
+/// The guest's memory (`memory_mib`) in the file `path` instead of
+/// anonymous memory: mapped shared, so that what the guest writes reaches
+/// the file, or private, so that the file is the guest's starting memory
+/// and its writes are its own (copy-on-write).
+pub(crate) fn memory_file(path: &Path, memory_mib: u32, shared: bool) -> Vec<OsString> {
+    let mut backend = OsString::from(format!(
+        "memory-backend-file,id=vmtest-ram,size={memory_mib}M,share={},",
+        if shared { "on" } else { "off" }
+    ));
+    backend.push(option_list("mem-path=", path));
+    vec![
+        "-object".into(),
+        backend,
+        "-machine".into(),
+        "memory-backend=vmtest-ram".into(),
+    ]
+}
+
 /// What makes QEMU wait, stopped, for a saved guest (`migrate-incoming`
 /// over QMP) instead of booting one.
 pub(crate) fn incoming() -> Vec<OsString> {
@@ -299,6 +317,25 @@ mod tests {
             .filter(|pair| pair[0] == flag)
             .map(|pair| pair[1].to_str().unwrap())
             .collect()
+    }
+
+    #[test]
+    fn memory_in_a_file_is_shared_or_copied_on_write() {
+        let shared = memory_file(Path::new("/c/snap,1/memory"), 512, true);
+        assert_eq!(
+            shared,
+            [
+                "-object",
+                "memory-backend-file,id=vmtest-ram,size=512M,share=on,mem-path=/c/snap,,1/memory",
+                "-machine",
+                "memory-backend=vmtest-ram",
+            ]
+        );
+        let private = memory_file(Path::new("/m"), 4096, false);
+        assert_eq!(
+            private[1],
+            "memory-backend-file,id=vmtest-ram,size=4096M,share=off,mem-path=/m"
+        );
     }
 
     #[test]

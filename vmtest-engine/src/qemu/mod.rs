@@ -4,6 +4,8 @@
 
 pub(crate) mod agent;
 pub(crate) mod command;
+#[cfg(test)]
+pub(crate) mod fake_qmp;
 pub(crate) mod monitor;
 pub(crate) mod process;
 pub(crate) mod shell;

@@ -1,5 +1,6 @@
 //! QMP, QEMU's control socket: used to save a guest's state to a file, to
-//! load it into a new QEMU, and to ask QEMU to quit.
+//! load it into a new QEMU (its memory left in a file of its own, if
+//! asked), and to ask QEMU to quit.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -41,6 +42,24 @@ impl Monitor {
             Ok(_) | Err(WireError::Closed { .. }) => Ok(()),
             Err(error) => Err(error),
         }
+    }
+
+    /// Leaves memory mapped shared from a file (`memory-backend-file` with
+    /// `share=on`) out of what a save writes, and what a load reads: that
+    /// memory is in the file already. Call it before [`Monitor::save`] or
+    /// [`Monitor::load`].
+    pub(crate) fn ignore_shared_memory(&mut self) -> Result<(), WireError> {
+        self.channel
+            .execute(
+                &qmp::migrate_set_capabilities {
+                    capabilities: vec![qmp::MigrationCapabilityStatus {
+                        capability: qmp::MigrationCapability::x_ignore_shared,
+                        state: true,
+                    }],
+                },
+                TIMEOUT,
+            )
+            .map(drop)
     }
 
     /// Stops the guest and writes its whole state through `shell_command`
@@ -133,41 +152,23 @@ impl Monitor {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::{BufRead, BufReader, Write};
-    use std::os::unix::net::UnixListener;
-
-    /// A QMP peer whose migrations never end until cancelled; returns the
-    /// commands it was sent.
-    fn endless_migrations(listener: UnixListener) -> Vec<String> {
-        let (peer, _) = listener.accept().unwrap();
-        let mut writer = peer.try_clone().unwrap();
-        writer
-            .write_all(b"{\"QMP\": {\"version\": {}, \"capabilities\": []}}\n")
-            .unwrap();
-        let mut commands = Vec::new();
-        let mut cancelled = false;
-        for line in BufReader::new(peer).lines() {
-            let Ok(line) = line else { break };
-            let request: serde_json::Value = serde_json::from_str(&line).unwrap();
-            let command = request["execute"].as_str().unwrap().to_string();
-            cancelled |= command == "migrate_cancel";
-            let answer = match command.as_str() {
-                "query-migrate" if cancelled => "{\"return\": {\"status\": \"cancelled\"}}\n",
-                "query-migrate" => "{\"return\": {\"status\": \"active\"}}\n",
-                _ => "{\"return\": {}}\n",
-            };
-            commands.push(command);
-            writer.write_all(answer.as_bytes()).unwrap();
-        }
-        commands
-    }
+    use crate::qemu::fake_qmp::{self, DONE};
 
     #[test]
     fn a_save_past_its_deadline_is_cancelled_before_it_returns() {
         let dir = tempfile::tempdir().unwrap();
         let socket = dir.path().join("qmp.sock");
-        let listener = UnixListener::bind(&socket).unwrap();
-        let peer = std::thread::spawn(move || endless_migrations(listener));
+        // Migrations never end until cancelled.
+        let mut cancelled = false;
+        let peer = fake_qmp::serve(&socket, move |command| {
+            cancelled |= command == "migrate_cancel";
+            match command {
+                "query-migrate" if cancelled => r#"{"return": {"status": "cancelled"}}"#,
+                "query-migrate" => r#"{"return": {"status": "active"}}"#,
+                _ => DONE,
+            }
+            .to_string()
+        });
         let mut monitor = Monitor::connect(&socket).unwrap();
         let error = monitor
             .save(

@@ -19,6 +19,7 @@ use crate::host::settings::Settings;
 use crate::media::prepare::{self, kernel_cmdline};
 use crate::model::events::{Event, Reporter, VmId};
 use crate::model::job::GuestServer;
+use crate::model::outcome::chain;
 use crate::model::shape::VmShape;
 use crate::snapshot::{SnapshotUse, Snapshots};
 use crate::vm::error::BootError;
@@ -275,7 +276,9 @@ impl Pool {
                 // Never much worse than a boot: the snapshot goes, the VM
                 // boots and saves a new one. One that cannot be removed, or
                 // fails again, is not tried again in this run.
-                (Err(error), Some((key, SnapshotUse::Restore(snapshot)))) => {
+                (Err(error), Some((key, usage))) if snapshot_to_blame(&error, &usage) => {
+                    let saving = matches!(usage, SnapshotUse::Save(_));
+                    let (SnapshotUse::Restore(snapshot) | SnapshotUse::Save(snapshot)) = usage;
                     let removed = Snapshots::discard(&snapshot);
                     let failures = {
                         let mut failures = self.failed_restores.lock();
@@ -283,7 +286,7 @@ impl Pool {
                         *count += 1;
                         *count
                     };
-                    if !removed || failures >= MAX_FAILED_RESTORES {
+                    if saving || !removed || failures >= MAX_FAILED_RESTORES {
                         self.unusable_snapshots.lock().insert(key);
                     }
                     if failures == 1 {
@@ -291,9 +294,13 @@ impl Pool {
                             true => "",
                             false => "; it cannot be removed, so this run boots its VMs",
                         };
+                        let what = if saving { "save" } else { "restore" };
                         setup.reporter.report(&Event::SnapshotUnusable {
                             shape: Arc::clone(shape),
-                            reason: format!("cannot restore it ({error}){kept}"),
+                            reason: format!(
+                                "cannot {what} it ({}){kept}",
+                                chain(&error).replace("\n  caused by: ", ": ")
+                            ),
                         });
                     }
                 }
@@ -320,5 +327,19 @@ impl Pool {
         }
         let usage = snapshots.use_for(&key);
         Some((key, usage))
+    }
+}
+
+/// Whether a VM that did not come up may owe it to its snapshot, so that a
+/// boot without one is worth trying: any failed restore, and a saving boot
+/// whose QEMU would not start with its memory in a file, or whose new
+/// snapshot would not load.
+fn snapshot_to_blame(error: &BootError, usage: &SnapshotUse) -> bool {
+    match usage {
+        SnapshotUse::Restore(_) => true,
+        SnapshotUse::Save(_) => matches!(
+            error,
+            BootError::Connect(_) | BootError::Restore { .. } | BootError::RestoreWithoutMonitor
+        ),
     }
 }

@@ -6,16 +6,26 @@
 //! host then sends sets the guest's clock and reseeds its random pool, so a
 //! restored guest is as fresh as a booted one.
 //!
+//! The guest's memory is not copied, neither when saved nor when loaded:
+//! the first boot keeps it in a file mapped shared (`memory`), QEMU's
+//! `x-ignore-shared` leaves it out of the saved state (`vmstate`, the
+//! devices alone: well under a MiB), and every restored guest maps the same
+//! file private, copy-on-write, so that restores share its pages in the
+//! host's page cache. A QEMU that refuses `x-ignore-shared` saves the
+//! memory into the state instead, as a snapshot without a `memory` file,
+//! which is loaded whole.
+//!
 //! A snapshot is named by a digest of everything that shapes the saved
 //! state: QEMU's command line, without the paths that differ from one VM
 //! to the next, the identity (device, inode, size, modification time) of
 //! the kernel, the initramfs and QEMU's binary, and the host ([`host`]:
 //! QEMU's version and machine type, and under KVM the CPU). A snapshot is a
-//! directory (`<name>/vmstate`, `<name>/console`) made whole under a
-//! temporary name and renamed, so two processes saving the same snapshot at
-//! once, or a run cut short, never leave a partial one; the snapshots are
-//! kept under [`cache::SNAPSHOTS`], the least recently used going first,
-//! and a snapshot long unused (one of an older kernel or vmtest) goes.
+//! directory made whole under a temporary name (a [`Draft`]) and renamed,
+//! so two processes saving the same snapshot at once, or a run cut short,
+//! never leave a partial one; the snapshots are kept under
+//! [`cache::SNAPSHOTS`] (counted by the disk blocks they use: the memory
+//! file is sparse), the least recently used going first, and a snapshot
+//! long unused (one of an older kernel or vmtest) goes.
 
 use std::ffi::OsString;
 use std::fs;
@@ -28,13 +38,14 @@ use sha2::{Digest, Sha256};
 pub(crate) mod host;
 
 use crate::host::cache::{self, CacheError};
-use crate::host::cancel::{self, Resource};
-use crate::host::lease;
+use crate::host::cancel::{self, Registration, Resource};
+use crate::host::lease::{self, Lease};
 use crate::qemu::monitor::Monitor;
 use crate::qemu::shell::quoted;
 use crate::qemu::wire::WireError;
 
 const STATE: &str = "vmstate";
+const MEMORY: &str = "memory";
 const CONSOLE: &str = "console";
 const TEMP_PREFIX: &str = ".vmtest-snapshot-";
 
@@ -58,6 +69,27 @@ pub(crate) enum SnapshotUse {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Snapshot {
     pub dir: PathBuf,
+}
+
+/// A snapshot being made, in a temporary directory of its own that
+/// becomes the snapshot once it is whole, and is removed otherwise.
+#[derive(Debug)]
+pub(crate) struct Draft {
+    dir: PathBuf,
+    dir_of_snapshots: PathBuf,
+    _lease: Lease,
+    _registration: Registration,
+}
+
+/// Where a saved guest's memory went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SavedMemory {
+    /// It stays in the snapshot's memory file: the guest that was saved
+    /// must not run on, or it would write into the snapshot.
+    InFile,
+    /// Into the saved state (QEMU refused `x-ignore-shared`): the guest may
+    /// run on.
+    InState,
 }
 
 /// Why a snapshot could not be saved.
@@ -98,39 +130,20 @@ impl Snapshots {
         }
     }
 
-    /// Saves the guest QEMU runs into `snapshot`, with `console`, what its
-    /// console showed until now; the guest stays stopped. Then prunes the
-    /// snapshots.
-    pub(crate) fn save(
-        &self,
-        monitor: &mut Monitor,
-        snapshot: &Snapshot,
-        console: &Path,
-        deadline: Instant,
-    ) -> Result<(), SaveError> {
-        let io_error = |path: &Path| {
-            let path = path.to_path_buf();
-            move |source| SaveError::Io { path, source }
-        };
-        let (temp, _lease) =
-            lease::create_dir(&self.dir, TEMP_PREFIX).map_err(io_error(&self.dir))?;
-        let _registration = cancel::register(Resource::Path(temp.clone()));
-        let saved = (|| {
-            let state = temp.join(STATE);
-            let shell_path = shell_word(&state).ok_or_else(|| SaveError::Path(state.clone()))?;
-            monitor.save(&format!("cat > {shell_path}"), deadline)?;
-            fs::copy(console, temp.join(CONSOLE)).map_err(io_error(&temp))?;
-            match fs::rename(&temp, &snapshot.dir) {
-                Ok(()) => Ok(()),
-                // Another process saved it first: theirs is as good.
-                Err(_) if snapshot.state().is_file() => Ok(()),
-                Err(error) => Err(io_error(&snapshot.dir)(error)),
-            }
-        })();
-        let _ = fs::remove_dir_all(&temp);
-        saved?;
-        cache::prune(&self.dir, |_| true, cache::SNAPSHOTS);
-        Ok(())
+    /// A new, empty snapshot in the making, for a boot that saves one.
+    pub(crate) fn draft(&self) -> Result<Draft, SaveError> {
+        let (dir, lease) =
+            lease::create_dir(&self.dir, TEMP_PREFIX).map_err(|source| SaveError::Io {
+                path: self.dir.clone(),
+                source,
+            })?;
+        let registration = cancel::register(Resource::Path(dir.clone()));
+        Ok(Draft {
+            dir,
+            dir_of_snapshots: self.dir.clone(),
+            _lease: lease,
+            _registration: registration,
+        })
     }
 
     /// Removes a snapshot that could not be restored; says whether it is
@@ -141,10 +154,65 @@ impl Snapshots {
     }
 }
 
+impl Draft {
+    /// Where the guest's memory is kept while it boots, mapped shared.
+    pub(crate) fn memory(&self) -> PathBuf {
+        self.dir.join(MEMORY)
+    }
+
+    /// Saves the guest QEMU runs, stopped at the init's handshake, with
+    /// `console`, what its console showed until now, and makes it the
+    /// snapshot `snapshot`; the guest stays stopped. Then prunes the
+    /// snapshots.
+    pub(crate) fn save(
+        self,
+        monitor: &mut Monitor,
+        snapshot: &Snapshot,
+        console: &Path,
+        deadline: Instant,
+    ) -> Result<SavedMemory, SaveError> {
+        let io_error = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| SaveError::Io { path, source }
+        };
+        let state = self.dir.join(STATE);
+        let shell_path = shell_word(&state).ok_or_else(|| SaveError::Path(state.clone()))?;
+        let memory = match monitor.ignore_shared_memory() {
+            Ok(()) => SavedMemory::InFile,
+            Err(_) => {
+                fs::remove_file(self.memory()).map_err(io_error(&self.memory()))?;
+                SavedMemory::InState
+            }
+        };
+        monitor.save(&format!("cat > {shell_path}"), deadline)?;
+        fs::copy(console, self.dir.join(CONSOLE)).map_err(io_error(&self.dir))?;
+        match fs::rename(&self.dir, &snapshot.dir) {
+            Ok(()) => {}
+            // Another process saved it first: theirs is as good.
+            Err(_) if snapshot.state().is_file() => {}
+            Err(error) => return Err(io_error(&snapshot.dir)(error)),
+        }
+        cache::prune(&self.dir_of_snapshots, |_| true, cache::SNAPSHOTS);
+        Ok(memory)
+    }
+}
+
+impl Drop for Draft {
+    fn drop(&mut self) {
+        // Gone already once it has become the snapshot.
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
 impl Snapshot {
     /// The saved guest.
     pub(crate) fn state(&self) -> PathBuf {
         self.dir.join(STATE)
+    }
+
+    /// The guest's memory, if it was not saved into the state.
+    pub(crate) fn memory(&self) -> Option<PathBuf> {
+        Some(self.dir.join(MEMORY)).filter(|memory| memory.is_file())
     }
 
     /// The console of the boot that was saved.
@@ -190,6 +258,7 @@ fn shell_word(path: &Path) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::qemu::fake_qmp::{self, DONE};
 
     #[test]
     fn a_snapshot_is_restored_once_it_exists() {
@@ -227,6 +296,55 @@ mod tests {
         assert_ne!(first, key(&args("512M"), &[&kernel], &other_cpu));
         fs::write(&kernel, "other").unwrap();
         assert_ne!(first, key(&args("512M"), &[&kernel], host));
+    }
+
+    /// Saves a draft whose memory file holds `memory` through a QMP peer
+    /// that accepts `x-ignore-shared` or not; returns where the memory
+    /// went and the snapshot.
+    fn save_with(accepts_ignore_shared: bool) -> (SavedMemory, Snapshot, tempfile::TempDir) {
+        let cache = tempfile::tempdir().unwrap();
+        let snapshots = Snapshots::open(cache.path()).unwrap();
+        let SnapshotUse::Save(snapshot) = snapshots.use_for("k") else {
+            panic!("nothing to restore yet")
+        };
+        let draft = snapshots.draft().unwrap();
+        fs::write(draft.memory(), "memory").unwrap();
+        let console = cache.path().join("console.log");
+        fs::write(&console, "booted\n").unwrap();
+        let socket = cache.path().join("qmp.sock");
+        let peer = fake_qmp::serve(&socket, move |command| {
+            match command {
+                "migrate-set-capabilities" if !accepts_ignore_shared => {
+                    r#"{"error": {"class": "GenericError", "desc": "unknown capability"}}"#
+                }
+                "query-migrate" => r#"{"return": {"status": "completed"}}"#,
+                _ => DONE,
+            }
+            .to_string()
+        });
+        let mut monitor = Monitor::connect(&socket).unwrap();
+        let deadline = Instant::now() + std::time::Duration::from_secs(5);
+        let saved = draft.save(&mut monitor, &snapshot, &console, deadline);
+        drop(monitor);
+        let commands = peer.join().unwrap();
+        assert!(commands.contains(&"migrate".to_string()), "{commands:?}");
+        assert_eq!(fs::read_to_string(snapshot.console()).unwrap(), "booted\n");
+        (saved.unwrap(), snapshot, cache)
+    }
+
+    #[test]
+    fn a_saved_guest_keeps_its_memory_in_its_file() {
+        let (saved, snapshot, _cache) = save_with(true);
+        assert_eq!(saved, SavedMemory::InFile);
+        let memory = snapshot.memory().expect("the memory file is kept");
+        assert_eq!(fs::read_to_string(memory).unwrap(), "memory");
+    }
+
+    #[test]
+    fn a_qemu_without_ignore_shared_saves_the_memory_in_the_state() {
+        let (saved, snapshot, _cache) = save_with(false);
+        assert_eq!(saved, SavedMemory::InState);
+        assert_eq!(snapshot.memory(), None, "restored whole, from the state");
     }
 
     #[test]

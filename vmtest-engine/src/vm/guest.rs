@@ -14,7 +14,7 @@ use crate::model::events::{Event, Reporter, VmId};
 use crate::model::shape::VmShape;
 use crate::qemu::monitor::Monitor;
 use crate::qemu::process::QemuProcess;
-use crate::snapshot::{Snapshot, Snapshots};
+use crate::snapshot::{Draft, SavedMemory, Snapshot};
 
 use super::error::BootError;
 use super::fresh::boot_line;
@@ -40,21 +40,12 @@ impl Guest {
         self.qemu.lock()
     }
 
-    /// Waits for the init, runs `at_init_ready` (the guest waits), and
-    /// [`Guest::start`]s it.
-    pub(super) fn handshake(
-        &self,
-        params: &BootParams,
-        deadline: Instant,
-        timeout: Duration,
-        at_init_ready: impl FnOnce(),
-    ) -> Result<(), BootError> {
+    /// Waits until the init says it waits for its parameters; `false` if
+    /// it never does (the VM died, or the deadline passed: [`Guest::start`]
+    /// says which).
+    pub(super) fn init_waits(&self, deadline: Instant) -> bool {
         let spoke = |state: &State| state.phase != Phase::Starting || state.death.is_some();
-        let phase = self.link.wait_until(Some(deadline), spoke).phase.clone();
-        if phase == Phase::InitReady {
-            at_init_ready();
-        }
-        self.start(params, deadline, timeout)
+        self.link.wait_until(Some(deadline), spoke).phase == Phase::InitReady
     }
 
     /// Sends the init, which waits for them, its parameters, and waits for
@@ -98,22 +89,44 @@ impl Guest {
         }
     }
 
-    /// Saves the guest, waiting at the init's handshake, into `snapshot`,
-    /// then lets it go on. A snapshot that cannot be saved is said, and the
-    /// boot goes on without it.
-    pub(super) fn save(&self, snapshots: &Snapshots, monitor: &mut Monitor, snapshot: &Snapshot) {
+    /// Saves the guest, waiting at the init's handshake, through `draft`
+    /// into `snapshot`. A guest whose memory stays in the snapshot's file
+    /// stays stopped, to be ended ([`Guest::end`]); any other goes on. A
+    /// snapshot that cannot be saved is said, and the boot goes on without it.
+    pub(super) fn save(
+        &self,
+        draft: Draft,
+        monitor: &mut Monitor,
+        snapshot: &Snapshot,
+    ) -> Option<SavedMemory> {
         let deadline = Instant::now() + SAVE_TIMEOUT;
-        let saved = snapshots.save(monitor, snapshot, &self.console_log, deadline);
+        let saved = draft.save(monitor, snapshot, &self.console_log, deadline);
+        if let Ok(SavedMemory::InFile) = saved {
+            return saved.ok();
+        }
         let resumed = monitor.resume();
         let trouble = match (saved, resumed) {
-            (Ok(()), Ok(())) => return,
+            (Ok(memory), Ok(())) => return Some(memory),
             (Err(error), _) => error.to_string(),
-            (Ok(()), Err(error)) => error.to_string(),
+            (Ok(_), Err(error)) => error.to_string(),
         };
+        self.cannot_save(&trouble);
+        None
+    }
+
+    /// Says that this VM's snapshot cannot be saved, and why.
+    pub(super) fn cannot_save(&self, trouble: &str) {
         self.reporter.report(&Event::SnapshotUnusable {
             shape: Arc::clone(&self.shape),
             reason: format!("cannot save it: {trouble}"),
         });
+    }
+
+    /// Ends QEMU without a word: the guest is not dying, it is done with.
+    pub(super) fn end(&self) {
+        self.link.update(|state| state.phase = Phase::Stopping);
+        let mut qemu = self.qemu();
+        qemu.kill();
     }
 
     /// The last line QEMU printed, once it has exited (if it does at once).

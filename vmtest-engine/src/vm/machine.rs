@@ -14,7 +14,7 @@ use crate::qemu::command;
 use crate::qemu::monitor::Monitor;
 use crate::qemu::process::QemuProcess;
 use crate::qemu::wire::WireError;
-use crate::snapshot::{Snapshot, SnapshotUse};
+use crate::snapshot::{Draft, SavedMemory, Snapshot, SnapshotUse};
 
 use super::coverage::Profiles;
 use super::error::BootError;
@@ -41,85 +41,39 @@ pub(crate) struct Vm {
 }
 
 impl Vm {
-    /// Starts QEMU and waits until the guest's test server is ready.
+    /// Starts QEMU and waits until the guest's test server is ready. A boot
+    /// that saves a snapshot whose memory stays in a file ends once it is
+    /// saved, and the VM is the snapshot restored.
     pub(crate) fn boot(
         id: VmId,
         dir: VmDir,
         spec: &BootSpec,
         reporter: Arc<dyn Reporter>,
     ) -> Result<Vm, BootError> {
-        let started = Instant::now();
-        let deadline = started + spec.settings.boot_timeout;
         let paths = Paths::new(dir.path());
-        let mut args = spec.qemu_arguments(&paths);
-        let restore = match spec.snapshot {
-            Some((_, SnapshotUse::Restore(snapshot))) => {
-                // The console of the boot that was saved comes first.
-                let _ = std::fs::copy(snapshot.console(), &paths.console);
-                args.extend(command::incoming());
-                Some(snapshot)
-            }
-            _ => None,
+        let how = match spec.snapshot {
+            None => How::Boot,
+            Some((_, SnapshotUse::Restore(snapshot))) => How::Restore(snapshot),
+            Some((snapshots, SnapshotUse::Save(snapshot))) => match snapshots.draft() {
+                Ok(draft) => How::Save(draft, snapshot),
+                Err(error) => {
+                    reporter.report(&Event::SnapshotUnusable {
+                        shape: Arc::clone(spec.shape),
+                        reason: format!("cannot save it: {error}"),
+                    });
+                    How::Boot
+                }
+            },
         };
-        let mut qemu = QemuProcess::spawn(spec.qemu_binary(), args, &paths.qemu_log)?;
-        let stream = match qemu.connect(&paths.control, deadline) {
-            Ok(stream) => stream,
-            // QEMU itself was that slow: the boot counts as hung.
-            Err(error) if error.kind() == std::io::ErrorKind::TimedOut => {
-                return Err(BootError::Hung {
-                    timeout: spec.settings.boot_timeout,
-                    logs: VmLogs::new(qemu.stderr(), &read_console(&paths.console)),
-                });
-            }
-            Err(error) => return Err(BootError::Connect(error)),
-        };
-        let reader = stream.try_clone().map_err(BootError::Connect)?;
-        let guest = Arc::new(Guest {
-            vm: id,
-            shape: Arc::clone(spec.shape),
-            link: Link::new(id, stream),
-            qemu: Mutex::new(qemu),
-            console_log: paths.console,
-            reporter,
-        });
-        let reading = Arc::clone(&guest);
-        std::thread::Builder::new()
-            .name(format!("vmtest-vm-{id}"))
-            .spawn(move || reading.read(reader))
-            .map_err(BootError::Connect)?;
-        // QMP saves and restores snapshots and asks QEMU to quit; without
-        // it, shutdown kills QEMU instead.
-        let mut monitor = Monitor::connect(&paths.monitor).ok();
-        let started_up = match (restore, monitor.as_mut()) {
-            (Some(snapshot), monitor) => {
-                let timeout = RESTORE_TIMEOUT.min(spec.settings.boot_timeout);
-                let restored =
-                    monitor
-                        .ok_or(BootError::RestoreWithoutMonitor)
-                        .and_then(|monitor| {
-                            restore_into(monitor, snapshot, started + timeout).map_err(|source| {
-                                BootError::Restore {
-                                    source,
-                                    last_words: guest.last_words(),
-                                }
-                            })
-                        });
-                restored.and_then(|()| guest.start(spec.params, started + timeout, timeout))
-            }
-            (None, monitor) => {
-                guest.handshake(spec.params, deadline, spec.settings.boot_timeout, || {
-                    if let (Some((snapshots, SnapshotUse::Save(snapshot))), Some(monitor)) =
-                        (spec.snapshot, monitor)
-                    {
-                        guest.save(snapshots, monitor, snapshot);
-                    }
-                })
+        let (guest, monitor) = match start(id, &paths, spec, how, &reporter)? {
+            Started::Ready(guest, monitor) => (guest, monitor),
+            Started::Saved(snapshot) => {
+                match start(id, &paths, spec, How::Restore(snapshot), &reporter)? {
+                    Started::Ready(guest, monitor) => (guest, monitor),
+                    Started::Saved(_) => unreachable!("a restore saves nothing"),
+                }
             }
         };
-        if let Err(error) = started_up {
-            guest.qemu().kill();
-            return Err(error);
-        }
         Ok(Vm {
             capacity: spec.shape.job_capacity(),
             guest,
@@ -164,12 +118,123 @@ impl Drop for Vm {
     }
 }
 
+/// How a VM comes up.
+enum How<'a> {
+    Boot,
+    Restore(&'a Snapshot),
+    /// Boot, its memory in the draft's file, and save it at the init's
+    /// handshake into the snapshot.
+    Save(Draft, &'a Snapshot),
+}
+
+/// What [`start`] came to.
+enum Started<'a> {
+    /// The test server is ready; QMP, if it answered.
+    Ready(Arc<Guest>, Option<Monitor>),
+    /// The snapshot was saved, its memory in its file, and its QEMU ended.
+    Saved(&'a Snapshot),
+}
+
+/// Starts QEMU as `how` says, with its files in `paths`.
+fn start<'a>(
+    id: VmId,
+    paths: &Paths,
+    spec: &BootSpec,
+    how: How<'a>,
+    reporter: &Arc<dyn Reporter>,
+) -> Result<Started<'a>, BootError> {
+    let started = Instant::now();
+    let deadline = started + spec.settings.boot_timeout;
+    let memory_mib = spec.shape.memory_mib;
+    let mut args = spec.qemu_arguments(paths);
+    match &how {
+        How::Boot => {}
+        How::Restore(snapshot) => {
+            // The console of the boot that was saved comes first.
+            let _ = std::fs::copy(snapshot.console(), &paths.console);
+            if let Some(memory) = snapshot.memory() {
+                args.extend(command::memory_file(&memory, memory_mib, false));
+            }
+            args.extend(command::incoming());
+        }
+        How::Save(draft, _) => args.extend(command::memory_file(&draft.memory(), memory_mib, true)),
+    }
+    let mut qemu = QemuProcess::spawn(spec.qemu_binary(), args, &paths.qemu_log)?;
+    let stream = match qemu.connect(&paths.control, deadline) {
+        Ok(stream) => stream,
+        // QEMU itself was that slow: the boot counts as hung.
+        Err(error) if error.kind() == std::io::ErrorKind::TimedOut => {
+            return Err(BootError::Hung {
+                timeout: spec.settings.boot_timeout,
+                logs: VmLogs::new(qemu.stderr(), &read_console(&paths.console)),
+            });
+        }
+        Err(error) => return Err(BootError::Connect(error)),
+    };
+    let reader = stream.try_clone().map_err(BootError::Connect)?;
+    let guest = Arc::new(Guest {
+        vm: id,
+        shape: Arc::clone(spec.shape),
+        link: Link::new(id, stream),
+        qemu: Mutex::new(qemu),
+        console_log: paths.console.clone(),
+        reporter: Arc::clone(reporter),
+    });
+    let reading = Arc::clone(&guest);
+    std::thread::Builder::new()
+        .name(format!("vmtest-vm-{id}"))
+        .spawn(move || reading.read(reader))
+        .map_err(BootError::Connect)?;
+    // QMP saves and restores snapshots and asks QEMU to quit; without it,
+    // shutdown kills QEMU instead.
+    let mut monitor = Monitor::connect(&paths.monitor).ok();
+    let timeout = spec.settings.boot_timeout;
+    let started_up = match (how, monitor.as_mut()) {
+        (How::Restore(snapshot), monitor) => {
+            let timeout = RESTORE_TIMEOUT.min(timeout);
+            monitor
+                .ok_or(BootError::RestoreWithoutMonitor)
+                .and_then(|monitor| {
+                    restore_into(monitor, snapshot, started + timeout).map_err(|source| {
+                        BootError::Restore {
+                            source,
+                            last_words: guest.last_words(),
+                        }
+                    })
+                })
+                .and_then(|()| guest.start(spec.params, started + timeout, timeout))
+        }
+        (How::Save(draft, snapshot), Some(monitor)) if guest.init_waits(deadline) => {
+            if guest.save(draft, monitor, snapshot) == Some(SavedMemory::InFile) {
+                guest.end();
+                return Ok(Started::Saved(snapshot));
+            }
+            guest.start(spec.params, deadline, timeout)
+        }
+        (How::Save(..), None) => {
+            guest.cannot_save("QEMU's monitor did not answer");
+            guest.start(spec.params, deadline, timeout)
+        }
+        (How::Boot | How::Save(..), _) => guest.start(spec.params, deadline, timeout),
+    };
+    match started_up {
+        Ok(()) => Ok(Started::Ready(guest, monitor)),
+        Err(error) => {
+            guest.qemu().kill();
+            Err(error)
+        }
+    }
+}
+
 /// Loads `snapshot` into a QEMU started with [`command::incoming`], and runs it.
 fn restore_into(
     monitor: &mut Monitor,
     snapshot: &Snapshot,
     deadline: Instant,
 ) -> Result<(), WireError> {
+    if snapshot.memory().is_some() {
+        monitor.ignore_shared_memory()?;
+    }
     let command = snapshot.load_command().ok_or_else(|| WireError::Refused {
         peer: "QMP",
         command: "migrate-incoming",
