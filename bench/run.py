@@ -20,8 +20,10 @@ when VMTEST_PEER names its binary (`cargo install vmtest --version 0.18.0
 --root DIR`), run with /dev/kvm hidden (bench/hide-kvm.sh, as root).
 And the examples' tests under `cargo nextest run` (one process, so one VM,
 per test) beside `cargo test`.
+And what N idle VMs of one shape, restored at once in processes of their
+own, cost the host (their QEMUs' PSS: shared pages counted once).
 Each figure is the median of --reps runs; ratios are taken within this run.
-Usage: bench/run.py [--reps N]
+Usage: bench/run.py [--reps N] [--only SECTION,...]
 """
 
 import argparse
@@ -74,7 +76,8 @@ def plain_qemu_seconds(image, accel, append, extra):
     subprocess.run(
         [QEMU, "-nodefaults", "-no-user-config", "-nographic", "-display", "none", "-no-reboot",
          "-machine", "pc", "-accel", accel, "-cpu", "max", "-smp", "1", "-m", "512M",
-         "-kernel", str(image), "-serial", "null", "-append", f"console=ttyS0 panic=-1 {append}",
+         "-kernel", str(image), "-serial", "null",
+         "-append", f"console=ttyS0 panic=-1 acpi=noirq {append}",
          *extra],
         check=True, timeout=120, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return time.monotonic() - started
@@ -229,6 +232,40 @@ def qemu_rss_mib(marker):
     return total / 1024
 
 
+def qemu_pss_mib(marker):
+    """Total PSS of QEMU processes whose command line mentions `marker`:
+    pages they share count once between them."""
+    total = 0
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            if b"qemu-system" not in cmdline or marker.encode() not in cmdline:
+                continue
+            rollup = Path(f"/proc/{pid}/smaps_rollup").read_text()
+        except OSError:
+            continue
+        total += int(re.search(r"^Pss:\s+(\d+) kB", rollup, re.M).group(1))
+    return total / 1024
+
+
+def concurrent_pss(binary, series, count):
+    """The peak PSS of `count` VMs of one shape, restored at once, each the
+    idle test of a process of its own (as under nextest)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        env = dict(subject_env(), TMPDIR=tmp)
+        children = [subprocess.Popen([binary, "--ignored", "--exact", f"idle[vmlinuz-{series}]"],
+                                     env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL) for _ in range(count)]
+        deadline = time.monotonic() + 120
+        peak = 0.0
+        while any(child.poll() is None for child in children) and time.monotonic() < deadline:
+            peak = max(peak, qemu_pss_mib(tmp))
+            time.sleep(0.2)
+        for child in children:
+            child.wait()
+        return peak
+
+
 def idle_rss(binary, series):
     with tempfile.TemporaryDirectory() as tmp:
         env = dict(subject_env(), TMPDIR=tmp)
@@ -299,10 +336,19 @@ def command_bench(reps, initramfs, accel):
         print(f"  cmd  `vmtest -k builtin-6.1 true`, {name:<34} {seconds:6.2f} s{ratio}")
 
 
+SECTIONS = ["builtin", "command", "boot", "pertest", "output", "wall", "nextest", "memory"]
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reps", type=int, default=3)
-    reps = parser.parse_args().reps
+    parser.add_argument("--only", default=",".join(SECTIONS),
+                        help="the sections to run, comma-separated: " + ", ".join(SECTIONS))
+    options = parser.parse_args()
+    reps = options.reps
+    only = set(options.only.split(","))
+    if only - set(SECTIONS):
+        sys.exit(f"unknown sections: {', '.join(sorted(only - set(SECTIONS)))}")
     for series in SERIES:
         if not (KERNELS / f"vmlinuz-{series}").exists():
             sys.exit(f"kernels/vmlinuz-{series} is missing: run scripts/setup.sh")
@@ -313,11 +359,13 @@ def main():
     print(f"vmtest benchmark: {reps} repetitions, medians; QEMU -accel {accel}; "
           f"{os.cpu_count()} host CPUs")
 
-    builtin_bench(binary, reps, accel)
+    if "builtin" in only:
+        builtin_bench(binary, reps, accel)
     with tempfile.TemporaryDirectory() as workdir:
         initramfs = build_floor_initramfs(Path(workdir))
-        command_bench(reps, initramfs, accel)
-        for series in SERIES:
+        if "command" in only:
+            command_bench(reps, initramfs, accel)
+        for series in SERIES if "boot" in only else []:
             image = (KERNELS / f"vmlinuz-{series}").resolve()
             one = ["--exact", f"a::t000[vmlinuz-{series}]"]
             run_subject(binary, one)  # makes the snapshot
@@ -325,6 +373,7 @@ def main():
                           for _ in range(reps))
             restore = median(boots(run_subject(binary, one)[1], "restored")[0]
                              for _ in range(reps))
+            whole = median(run_subject(binary, one)[0] for _ in range(reps))
             floors = {"bzImage": median(floor_seconds(image, initramfs, accel)
                                         for _ in range(reps))}
             booted = extracted_vmlinux(image)
@@ -339,28 +388,36 @@ def main():
                 print(f"{series:>5}  {what:<7} to ready server ({kind}) {seconds:8.2f} s"
                       f"   {seconds / floor:4.2f}x its floor,"
                       f" {seconds / floors['bzImage']:4.2f}x the bzImage floor")
+            print(f"{series:>5}  one trivial test end to end, restored {whole:6.2f} s"
+                  f"   {whole / floor:4.2f}x its floor")
 
-    for series in SERIES:
+    for series in SERIES if "pertest" in only else []:
         costs = []
         for _ in range(reps):
             _, stderr = run_subject(binary, [f"[vmlinuz-{series}]", "--test-threads=1"])
             costs.append(median(per_test(stderr)[1:]))  # the first exec reads the binary cold
         print(f"{series:>5}  per empty test, 500 in a ready VM {median(costs) * 1000:6.1f} ms")
 
-    for series in SERIES:
+    for series in SERIES if "output" in only else []:
         output_bench(binary, series, reps)
 
-    walls = []
-    for _ in range(reps):
-        wall, _ = run_subject(binary, [])
-        walls.append(wall)
-    print(f"  all  500 tests x 2 kernels, wall    {median(walls):6.2f} s")
+    if "wall" in only:
+        walls = []
+        for _ in range(reps):
+            wall, _ = run_subject(binary, [])
+            walls.append(wall)
+        print(f"  all  500 tests x 2 kernels, wall    {median(walls):6.2f} s")
 
-    nextest_bench(reps)
+    if "nextest" in only:
+        nextest_bench(reps)
 
-    for series in SERIES:
+    for series in SERIES if "memory" in only else []:
         rss = median(idle_rss(binary, series) for _ in range(reps))
         print(f"{series:>5}  QEMU RSS, one idle VM (512 MiB)   {rss:6.0f} MiB")
+        for count in (1, 4):
+            pss = median(concurrent_pss(binary, series, count) for _ in range(reps))
+            print(f"{series:>5}  QEMU PSS, {count} idle VMs at once, restored {pss:6.0f} MiB"
+                  f"   {pss / count:4.0f} MiB each")
 
 
 if __name__ == "__main__":

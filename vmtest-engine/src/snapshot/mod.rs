@@ -48,6 +48,9 @@ const STATE: &str = "vmstate";
 const MEMORY: &str = "memory";
 const CONSOLE: &str = "console";
 const TEMP_PREFIX: &str = ".vmtest-snapshot-";
+/// Changes when what a snapshot holds does (2: the memory in a file of its
+/// own), so that snapshots of the old kind are replaced, not used.
+const FORMAT: &[u8] = b"2\0";
 
 /// The snapshots directory of a cache.
 #[derive(Debug)]
@@ -233,6 +236,7 @@ impl Snapshot {
 /// `host` ([`host::identity`]).
 pub(crate) fn key(args: &[OsString], files: &[&Path], host: &str) -> String {
     let mut digest = Sha256::new();
+    digest.update(FORMAT);
     digest.update(host);
     digest.update([0]);
     for arg in args {
