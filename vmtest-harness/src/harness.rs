@@ -2,18 +2,15 @@
 //! libtest trials, VMs boot ahead for the selected ones, and every VM is shut
 //! down before the process exits with libtest's code.
 
-use std::cell::RefCell;
-use std::collections::{BTreeSet, HashMap};
-use std::path::PathBuf;
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use libtest_mimic::{Arguments, Conclusion, Failed, Trial};
-use vmtest_engine::{
-    chain, Engine, GuestServer, Reporter, Settings, SetupError, Supply, SupplyError, VmShape,
-};
+use vmtest_engine::{chain, Engine, GuestServer, Reporter, Settings, SetupError};
 
 use crate::reporter::LibtestReporter;
-use crate::resolve::{gated, shape_of, ShapeError};
+use crate::resolve::{resolve_all, Resolved};
+use crate::run_pool::{self, RunPool};
 use crate::trials::{self, KernelTrial};
 use crate::{guest, registry, runner, signals};
 
@@ -24,6 +21,7 @@ use crate::{guest, registry, runner, signals};
 /// libtest's exit code (101 when a test failed), after shutting down every VM.
 pub fn main() -> ! {
     vmtest_guest::serve_if_requested(Some(guest::run_test));
+    run_pool::serve_if_requested();
     let interrupted = signals::watch();
     let args = Arguments::from_args();
     let env = |var: &str| std::env::var(var).ok();
@@ -33,13 +31,6 @@ pub fn main() -> ! {
         std::process::exit(interrupted.exit_code(101));
     }
     conclusion.exit()
-}
-
-/// A trial test, its VM's shape, and why it is ignored on its kernel.
-struct Resolved {
-    trial: KernelTrial,
-    shape: Result<VmShape, ShapeError>,
-    gate: Option<String>,
 }
 
 fn run(args: &Arguments, trial: Vec<KernelTrial>) -> Conclusion {
@@ -63,7 +54,7 @@ fn run(args: &Arguments, trial: Vec<KernelTrial>) -> Conclusion {
             .iter()
             .map(|test| Trial::test(test.name.clone(), || Ok(())))
     };
-    let resolved = resolve(trial, &reporter);
+    let resolved = resolve_all(trial, reporter.as_ref());
     for test in &resolved {
         if let Some(reason) = &test.gate {
             reporter.ignored(&test.trial.name, reason);
@@ -76,6 +67,24 @@ fn run(args: &Arguments, trial: Vec<KernelTrial>) -> Conclusion {
             .iter()
             .map(|test| {
                 Trial::test(test.trial.name.clone(), || Ok(())).with_ignored_flag(ignored(test))
+            })
+            .chain(left_out())
+            .collect();
+        return libtest_mimic::run(args, trials);
+    }
+    if let Some(pool) = settings.as_ref().ok().and_then(RunPool::of_this_run) {
+        let pool = Arc::new(pool);
+        let trials = resolved
+            .into_iter()
+            .map(|test| {
+                let is_ignored = ignored(&test);
+                let (pool, nocapture) = (Arc::clone(&pool), args.nocapture);
+                let Resolved { trial, shape, .. } = test;
+                Trial::test(trial.name.clone(), move || {
+                    shape?;
+                    pool.run(&trial.name, nocapture)
+                })
+                .with_ignored_flag(is_ignored)
             })
             .chain(left_out())
             .collect();
@@ -126,34 +135,6 @@ fn run(args: &Arguments, trial: Vec<KernelTrial>) -> Conclusion {
     let conclusion = libtest_mimic::run(args, trials);
     engine.shutdown();
     conclusion
-}
-
-/// The shape of every trial test's VM, fetching kernels named by URL.
-fn resolve(trial: Vec<KernelTrial>, reporter: &Arc<LibtestReporter>) -> Vec<Resolved> {
-    let env = |var: &str| std::env::var(var).ok();
-    let supply = Supply::from_env().map_err(Arc::new);
-    // Once per URL, failures too: many tests may name one kernel.
-    let fetched: RefCell<HashMap<String, Result<PathBuf, Arc<SupplyError>>>> = RefCell::default();
-    let fetch = |url: &str| -> Result<PathBuf, Arc<SupplyError>> {
-        if let Some(known) = fetched.borrow().get(url) {
-            return known.clone();
-        }
-        let result = supply.as_ref().map_err(Arc::clone).and_then(|supply| {
-            supply
-                .kernel(url, &|event| reporter.report(event))
-                .map_err(Arc::new)
-        });
-        fetched.borrow_mut().insert(url.to_string(), result.clone());
-        result
-    };
-    trial
-        .into_iter()
-        .map(|trial| {
-            let shape = shape_of(&trial, env, &fetch);
-            let gate = shape.as_ref().ok().and_then(|shape| gated(&trial, shape));
-            Resolved { trial, shape, gate }
-        })
-        .collect()
 }
 
 fn start_engine(settings: Settings, reporter: &Arc<LibtestReporter>) -> Result<Engine, SetupError> {

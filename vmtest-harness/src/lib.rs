@@ -48,6 +48,7 @@ mod harness;
 mod registry;
 mod reporter;
 mod resolve;
+mod run_pool;
 mod runner;
 mod signals;
 mod trials;

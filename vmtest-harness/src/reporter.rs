@@ -24,61 +24,78 @@ impl LibtestReporter {
 impl Reporter for LibtestReporter {
     fn report(&self, event: &Event) {
         match event {
-            Event::Accelerator { accel, reason } => {
-                eprintln!("vmtest: accelerator {}: {reason}", accel.name().to_uppercase());
-            }
-            Event::VmBooting { shape, attempt, .. } if self.verbose => {
-                eprintln!("vmtest: starting a VM for {shape} (attempt {attempt})");
-            }
-            Event::VmReady {
-                shape,
-                boot_time,
-                restored,
-                ..
-            } if self.verbose => {
-                let how = if *restored { "restored" } else { "booted" };
-                eprintln!("vmtest: {} {how} in {boot_time:.2?} ({shape})", shape.kernel.display());
-            }
-            Event::SnapshotUnusable { shape, reason } => {
-                let reason = reason.lines().next().unwrap_or_default();
-                eprintln!("vmtest: no snapshot for {shape}: {reason}; booting it instead");
-            }
-            Event::VmRetrying { shape, reason, .. } => {
-                let reason = reason.lines().next().unwrap_or_default();
-                eprintln!("vmtest: {shape} did not come up ({reason}); trying once more");
-            }
-            Event::VmDied { shape, death, .. } => eprintln!(
-                "vmtest: the VM for {shape} died: {}; its running tests fail, the next ones get a \
-                 new VM",
-                death.cause
-            ),
-            Event::GaveUp { shape, deaths } => eprintln!(
-                "vmtest: giving up on {shape}: its VMs died {deaths} times; its remaining tests fail"
-            ),
             Event::Output { stream, data, .. } if self.nocapture => {
                 let _ = match stream {
                     Stream::Stdout => std::io::stdout().lock().write_all(data),
                     Stream::Stderr => std::io::stderr().lock().write_all(data),
                 };
             }
-            Event::JobFinished { name, finished, .. } if self.verbose => {
-                eprintln!("vmtest: {name} ran in {:.2?} in its VM", finished.duration);
-            }
-            Event::ProfilesLost {
-                destination,
-                reason,
-            } => eprintln!(
-                "vmtest: cannot copy the guest's coverage profiles to {}: {reason}",
-                destination.display()
-            ),
-            Event::Downloading { .. } | Event::Downloaded { .. } => {
-                if let Some(note) =
-                    vmtest_frontdoor::notes::download(event, std::io::stderr().is_terminal())
-                {
-                    eprint!("{note}");
+            _ => {
+                if let Some(notice) = notice(event, self.verbose, std::io::stderr().is_terminal()) {
+                    eprint!("{notice}");
                 }
             }
-            _ => {}
         }
     }
+}
+
+/// What `event` shows on stderr, if anything (not a test's output): with
+/// `verbose`, how long boots and tests took; `terminal` when stderr is one.
+pub(crate) fn notice(event: &Event, verbose: bool, terminal: bool) -> Option<String> {
+    Some(match event {
+        Event::Accelerator { accel, reason } => {
+            format!(
+                "vmtest: accelerator {}: {reason}\n",
+                accel.name().to_uppercase()
+            )
+        }
+        Event::VmBooting { shape, attempt, .. } if verbose => {
+            format!("vmtest: starting a VM for {shape} (attempt {attempt})\n")
+        }
+        Event::VmReady {
+            shape,
+            boot_time,
+            restored,
+            ..
+        } if verbose => {
+            let how = if *restored { "restored" } else { "booted" };
+            format!(
+                "vmtest: {} {how} in {boot_time:.2?} ({shape})\n",
+                shape.kernel.display()
+            )
+        }
+        Event::SnapshotUnusable { shape, reason } => {
+            let reason = reason.lines().next().unwrap_or_default();
+            format!("vmtest: no snapshot for {shape}: {reason}; booting it instead\n")
+        }
+        Event::VmRetrying { shape, reason, .. } => {
+            let reason = reason.lines().next().unwrap_or_default();
+            format!("vmtest: {shape} did not come up ({reason}); trying once more\n")
+        }
+        Event::VmDied { shape, death, .. } => format!(
+            "vmtest: the VM for {shape} died: {}; its running tests fail, the next ones get a \
+             new VM\n",
+            death.cause
+        ),
+        Event::GaveUp { shape, deaths } => format!(
+            "vmtest: giving up on {shape}: its VMs died {deaths} times; its remaining tests fail\n"
+        ),
+        Event::JobFinished { name, finished, .. } if verbose => {
+            format!(
+                "vmtest: {name} ran in {:.2?} in its VM\n",
+                finished.duration
+            )
+        }
+        Event::ProfilesLost {
+            destination,
+            reason,
+        } => format!(
+            "vmtest: cannot copy the guest's coverage profiles to {}: {reason}\n",
+            destination.display()
+        ),
+        Event::Downloading { .. } | Event::Downloaded { .. } => {
+            vmtest_frontdoor::notes::download(event, terminal)?
+        }
+        _ => return None,
+    })
 }

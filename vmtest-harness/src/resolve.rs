@@ -2,10 +2,12 @@
 //! (`${VAR}` expanded; a path relative to the crate, or a URL, fetched), or
 //! `VMTEST_KERNEL`; and whether the kernel's version is one the test runs on.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use vmtest_engine::{image_kernel_version, is_url, SupplyError, VmShape};
+use vmtest_engine::{image_kernel_version, is_url, Reporter, Supply, SupplyError, VmShape};
 
 use crate::trials::{Kernel, KernelTrial};
 use crate::vars::{expand, VarError};
@@ -30,6 +32,41 @@ pub(crate) enum ShapeError {
         url: String,
         error: Arc<SupplyError>,
     },
+}
+
+/// A trial test, its VM's shape, and why it is ignored on its kernel.
+pub(crate) struct Resolved {
+    pub trial: KernelTrial,
+    pub shape: Result<VmShape, ShapeError>,
+    pub gate: Option<String>,
+}
+
+/// The shape of every trial test's VM, fetching kernels named by URL.
+pub(crate) fn resolve_all(trial: Vec<KernelTrial>, reporter: &dyn Reporter) -> Vec<Resolved> {
+    let env = |var: &str| std::env::var(var).ok();
+    let supply = Supply::from_env().map_err(Arc::new);
+    // Once per URL, failures too: many tests may name one kernel.
+    let fetched: RefCell<HashMap<String, Result<PathBuf, Arc<SupplyError>>>> = RefCell::default();
+    let fetch = |url: &str| -> Result<PathBuf, Arc<SupplyError>> {
+        if let Some(known) = fetched.borrow().get(url) {
+            return known.clone();
+        }
+        let result = supply.as_ref().map_err(Arc::clone).and_then(|supply| {
+            supply
+                .kernel(url, &|event| reporter.report(event))
+                .map_err(Arc::new)
+        });
+        fetched.borrow_mut().insert(url.to_string(), result.clone());
+        result
+    };
+    trial
+        .into_iter()
+        .map(|trial| {
+            let shape = shape_of(&trial, env, &fetch);
+            let gate = shape.as_ref().ok().and_then(|shape| gated(&trial, shape));
+            Resolved { trial, shape, gate }
+        })
+        .collect()
 }
 
 /// The shape of `trial`'s VM, reading `VMTEST_KERNEL` and `${VAR}`s from
