@@ -61,8 +61,13 @@ fn run(args: &Arguments, trial: Vec<KernelTrial>) -> Conclusion {
         }
     }
     let ignored = |test: &Resolved| test.trial.test.ignore || test.gate.is_some();
+    let pool = settings.as_ref().ok().and_then(RunPool::of_this_run);
     if args.list {
-        // Listing boots nothing.
+        // Listing boots nothing here; under nextest, the run's pool starts
+        // its VMs while nextest lists the tests.
+        if let Some(pool) = &pool {
+            pool.start_early();
+        }
         let trials = resolved
             .iter()
             .map(|test| {
@@ -72,7 +77,7 @@ fn run(args: &Arguments, trial: Vec<KernelTrial>) -> Conclusion {
             .collect();
         return libtest_mimic::run(args, trials);
     }
-    if let Some(pool) = settings.as_ref().ok().and_then(RunPool::of_this_run) {
+    if let Some(pool) = pool {
         let pool = Arc::new(pool);
         let trials = resolved
             .into_iter()

@@ -51,6 +51,12 @@ impl RunPool {
             .map(RunPool)
     }
 
+    /// Makes sure the pool is running, so that its VMs come up while nextest
+    /// is still listing the tests.
+    pub(crate) fn start_early(&self) {
+        let _ = self.connect();
+    }
+
     /// Runs the test `name` in the pool: prints what it prints, returns its
     /// verdict.
     pub(crate) fn run(&self, name: &str, nocapture: bool) -> Result<(), Failed> {

@@ -3,7 +3,7 @@
 //! the process whose test they concern (its output, how long it took) or
 //! to every connected one (a VM that booted, died or has no snapshot).
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::fs;
 use std::io::{self, BufReader};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -150,6 +150,17 @@ impl Pool {
             let server = GuestServer::this_process().map_err(SetupError::Server)?;
             Engine::with_settings(settings, server, Arc::clone(&router) as Arc<dyn Reporter>)
         });
+        if let Ok(engine) = &engine {
+            // The VMs for the binary's tests, as `cargo test` starts them:
+            // nextest is about to ask for most of them.
+            let env = |var: &str| std::env::var(var).ok();
+            let trials = trials::per_kernel(&registry::all(), env);
+            let shapes = resolve_all(trials, router.as_ref())
+                .into_iter()
+                .filter(|test| !test.trial.test.ignore && test.gate.is_none())
+                .filter_map(|test| test.shape.ok());
+            engine.boot_ahead(shapes.collect::<BTreeSet<_>>());
+        }
         Pool { engine, router }
     }
 
