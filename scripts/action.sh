@@ -5,26 +5,34 @@
 # into shell code, and each reaches the program it is for as whole
 # arguments: no input is ever evaluated, expanded or globbed here.
 #
-# Usage: scripts/action.sh install|cache-key|build|run
+# Usage: scripts/action.sh install|cache-key|build-key|build|run
 #
 #   install  installs QEMU and the guest agent where missing, and lets every
 #            user open /dev/kvm where the runner has it
 #   cache-key  writes the download cache's directory and a key for what the
 #            inputs fetch to $GITHUB_OUTPUT
-#   build    installs the `vmtest` command, from VMTEST_ACTION_VMTEST_PATH
-#            (a checkout), else VMTEST_ACTION_VMTEST_VERSION (a git ref of
-#            this repository), else the action's own source
+#   build-key  writes where the `vmtest` command is installed and a key for
+#            the source it is built from to $GITHUB_OUTPUT, for the Actions
+#            cache to keep it
+#   build    installs the `vmtest` command (unless the cache gave it back),
+#            from VMTEST_ACTION_VMTEST_PATH (a checkout), else
+#            VMTEST_ACTION_VMTEST_VERSION (a git ref of this repository),
+#            else the action's own source
 #   run      runs, in the current directory:
 #              with VMTEST_ACTION_COMMAND: vmtest [-k KERNEL | -i IMAGE]
 #                [--uefi] [--kargs ARGS] -- COMMAND
 #              with VMTEST_ACTION_CONFIG: vmtest -c CONFIG [-f FILTER]
-#              else: cargo test CARGO_TEST_ARGS, with VMTEST_KERNEL and
-#                VMTEST_KERNELS set to KERNEL, and VMTEST_KERNEL_ARGS=ARGS
+#              with VMTEST_ACTION_PARTITION: cargo nextest run --partition
+#                PARTITION CARGO_TEST_ARGS
+#              else: cargo test CARGO_TEST_ARGS
+#            cargo runs with VMTEST_KERNEL and VMTEST_KERNELS set to KERNEL,
+#            and VMTEST_KERNEL_ARGS=ARGS
 #
 # Inputs (all optional): VMTEST_ACTION_KERNEL, VMTEST_ACTION_IMAGE,
 # VMTEST_ACTION_UEFI (true/false), VMTEST_ACTION_KERNEL_ARGS,
 # VMTEST_ACTION_COMMAND, VMTEST_ACTION_CONFIG, VMTEST_ACTION_FILTER,
 # VMTEST_ACTION_CARGO_TEST_ARGS (split at whitespace, nothing else),
+# VMTEST_ACTION_PARTITION (count:K/N or hash:K/N),
 # VMTEST_ACTION_VMTEST_VERSION, VMTEST_ACTION_VMTEST_PATH.
 set -euo pipefail
 # No input may ever be globbed.
@@ -80,8 +88,44 @@ cache_key() {
     } >>"${GITHUB_OUTPUT:?GITHUB_OUTPUT is not set}"
 }
 
+# Where the `vmtest` command is installed: the same place in every job, so
+# that the Actions cache can give it back.
+build_root() {
+    printf '%s' "${XDG_CACHE_HOME:-$HOME/.cache}/vmtest-action"
+}
+
+# A digest of the Rust sources and manifests under $1 (build output left out).
+source_digest() {
+    (
+        cd -- "$1" &&
+            find . \( -name target -o -name .git \) -prune -o -type f \
+                \( -name '*.rs' -o -name Cargo.toml -o -name Cargo.lock \) -print0 |
+            LC_ALL=C sort -z | xargs -0 sha256sum | sha256sum | cut -c1-16
+    )
+}
+
+build_key() {
+    local path version source
+    path=$(input VMTEST_PATH)
+    version=$(input VMTEST_VERSION)
+    if [[ -n $path ]]; then
+        source=path-$(source_digest "$path")
+    elif [[ -n $version ]]; then
+        # A ref is taken as naming one source: a branch that moves keeps
+        # the build of its first commit; give a tag or a commit.
+        source=ref-$(printf '%s' "$version" | sha256sum | cut -c1-16)
+    else
+        source=action-$(source_digest "$SOURCE_DIR")
+    fi
+    {
+        printf 'build-dir=%s\n' "$(build_root)"
+        printf 'build-key=vmtest-command-%s-%s-%s\n' "${ImageOS:-linux}" "$(uname -m)" "$source"
+    } >>"${GITHUB_OUTPUT:?GITHUB_OUTPUT is not set}"
+}
+
 build() {
-    local path version root=${RUNNER_TEMP:-${TMPDIR:-/tmp}}/vmtest-action
+    local path version root
+    root=$(build_root)
     path=$(input VMTEST_PATH)
     version=$(input VMTEST_VERSION)
     local from=(--path "$SOURCE_DIR/vmtest-cli")
@@ -92,9 +136,13 @@ build() {
             die "vmtest-version needs GITHUB_ACTION_REPOSITORY (set when the action runs from a repository)"
         from=(--git "https://github.com/$GITHUB_ACTION_REPOSITORY" --rev "$version" vmtest-cli)
     fi
-    # Quoted: an input printed as it is could start a workflow command line.
-    log "building vmtest (cargo install --locked ${from[*]@Q})"
-    cargo install --locked --quiet --root "$root" "${from[@]}"
+    if [[ -x $root/bin/vmtest ]]; then
+        log "vmtest from the Actions cache (built from the same source)"
+    else
+        # Quoted: an input printed as it is could start a workflow command line.
+        log "building vmtest (cargo install --locked ${from[*]@Q})"
+        cargo install --locked --quiet --root "$root" "${from[@]}"
+    fi
     if [[ -n ${GITHUB_PATH-} ]]; then
         printf '%s\n' "$root/bin" >>"$GITHUB_PATH"
     fi
@@ -102,7 +150,7 @@ build() {
 }
 
 run() {
-    local kernel image uefi kargs command config filter
+    local kernel image uefi kargs command config filter partition
     kernel=$(input KERNEL)
     image=$(input IMAGE)
     uefi=$(input UEFI)
@@ -110,9 +158,15 @@ run() {
     command=$(input COMMAND)
     config=$(input CONFIG)
     filter=$(input FILTER)
+    partition=$(input PARTITION)
     case $uefi in ''|false) uefi=false ;; true) ;; *) die "uefi must be true or false" ;; esac
     [[ -n $kernel && -n $image ]] && die "give kernel or image, not both"
     [[ -n $command && -n $config ]] && die "give command or config, not both"
+    if [[ -n $partition ]]; then
+        [[ -n $command || -n $config ]] &&
+            die "partition splits cargo test's tests: drop command and config"
+        check_partition "$partition"
+    fi
     if [[ -n $command ]]; then
         local argv=(vmtest)
         [[ -n $kernel ]] && argv+=(-k "$kernel")
@@ -136,13 +190,27 @@ run() {
     # Split at whitespace only: globbing is off (set -f) and nothing is
     # evaluated.
     read -r -d '' -a args < <(printf '%s\0' "$(input CARGO_TEST_ARGS)") || true
+    if [[ -n $partition ]]; then
+        exec cargo nextest run --partition "$partition" "${args[@]}"
+    fi
     exec cargo test "${args[@]}"
+}
+
+# Refuses a partition that is not count:K/N or hash:K/N with 1 <= K <= N.
+check_partition() {
+    local partition=$1 k n
+    [[ $partition =~ ^(count|hash):([0-9]{1,6})/([0-9]{1,6})$ ]] ||
+        die "partition must be count:K/N or hash:K/N (such as count:1/3), not ${partition@Q}"
+    k=$((10#${BASH_REMATCH[2]}))
+    n=$((10#${BASH_REMATCH[3]}))
+    ((k >= 1 && k <= n)) || die "partition ${partition@Q}: K must be from 1 to N"
 }
 
 case ${1-} in
     install) install ;;
     cache-key) cache_key ;;
+    build-key) build_key ;;
     build) build ;;
     run) run ;;
-    *) die "usage: scripts/action.sh install|cache-key|build|run" ;;
+    *) die "usage: scripts/action.sh install|cache-key|build-key|build|run" ;;
 esac

@@ -81,14 +81,14 @@ fn no_input_is_pasted_into_shell_code() {
         .map(str::trim)
         .filter(|line| line.starts_with("run:"))
         .collect();
-    assert_eq!(runs.len(), 4, "{runs:?}");
+    assert_eq!(runs.len(), 5, "{runs:?}");
     for run in runs {
         let phase = run
             .strip_prefix(r#"run: '"$GITHUB_ACTION_PATH/scripts/action.sh" "#)
             .and_then(|rest| rest.strip_suffix('\''))
             .unwrap_or_else(|| panic!("a step runs more than the script: {run}"));
         assert!(
-            ["install", "cache-key", "build", "run"].contains(&phase),
+            ["install", "cache-key", "build-key", "build", "run"].contains(&phase),
             "{run}"
         );
     }
@@ -300,6 +300,118 @@ fn cargo_test_gets_its_words_and_the_kernel_in_its_environment() {
 }
 
 #[test]
+fn a_partition_runs_its_share_under_nextest() {
+    let stand_ins = StandIns::new();
+    let output = stand_ins.run(&[
+        ("KERNEL", "k"),
+        ("PARTITION", "count:2/3"),
+        ("CARGO_TEST_ARGS", "--test kernels"),
+    ]);
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(
+        stand_ins.recorded(),
+        [
+            "cargo",
+            "nextest",
+            "run",
+            "--partition",
+            "count:2/3",
+            "--test",
+            "kernels",
+            "VMTEST_KERNEL=k",
+            "VMTEST_KERNELS=k",
+            UNSET[2]
+        ]
+    );
+    std::fs::remove_file(stand_ins.dir.path().join("record")).unwrap();
+    for bad in [
+        "3/3",
+        "count:0/2",
+        "count:3/2",
+        "hash:1/",
+        "count:1/2; touch pwned",
+        "count:1/2\n::error::x",
+    ] {
+        let output = stand_ins.run(&[("PARTITION", bad)]);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(64), "{bad:?}: {stderr}");
+        assert!(stderr.contains("partition"), "{bad:?}: {stderr}");
+        assert!(!stand_ins.dir.path().join("record").exists());
+    }
+    stand_ins.assert_untouched();
+}
+
+/// `scripts/action.sh build-key` for a build from `path`: what it writes.
+fn build_key(path: &Path) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let outputs = dir.path().join("outputs");
+    let status = Command::new(repo_root().join("scripts/action.sh"))
+        .arg("build-key")
+        .env("GITHUB_OUTPUT", &outputs)
+        .env("XDG_CACHE_HOME", "/cache home")
+        .env("VMTEST_ACTION_VMTEST_PATH", path)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    std::fs::read_to_string(outputs).unwrap()
+}
+
+#[test]
+fn the_command_is_built_once_per_source() {
+    let source = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: &str| {
+        let path = source.path().join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    };
+    write("Cargo.toml", "[workspace]\n");
+    write("vmtest-cli/src/main.rs", "fn main() {}\n");
+    let first = build_key(source.path());
+    assert!(
+        first.starts_with("build-dir=/cache home/vmtest-action\nbuild-key=vmtest-command-"),
+        "{first}"
+    );
+    // Build output and documentation do not count; sources do.
+    write("target/debug/vmtest", "built");
+    write("README.md", "words");
+    assert_eq!(build_key(source.path()), first);
+    write("vmtest-cli/src/main.rs", "fn main() { println!(); }\n");
+    assert_ne!(build_key(source.path()), first);
+
+    // A build the cache gave back is used as it is: cargo never runs.
+    let stand_ins = StandIns::new();
+    let cache = tempfile::tempdir().unwrap();
+    let bin = cache.path().join("vmtest-action/bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::fs::write(bin.join("vmtest"), "#!/bin/sh\necho vmtest 0.1.0\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(bin.join("vmtest"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let github_path = cache.path().join("github-path");
+    let output = Command::new(repo_root().join("scripts/action.sh"))
+        .arg("build")
+        .env(
+            "PATH",
+            format!(
+                "{}:{}",
+                stand_ins.dir.path().join("bin").display(),
+                std::env::var("PATH").unwrap()
+            ),
+        )
+        .env("XDG_CACHE_HOME", cache.path())
+        .env("GITHUB_PATH", &github_path)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("from the Actions cache"), "{stderr}");
+    assert!(!stand_ins.dir.path().join("record").exists(), "cargo ran");
+    assert_eq!(
+        std::fs::read_to_string(github_path).unwrap(),
+        format!("{}\n", bin.display())
+    );
+}
+
+#[test]
 fn contradicting_inputs_are_refused_before_anything_runs() {
     let stand_ins = StandIns::new();
     for (inputs, says) in [
@@ -316,6 +428,10 @@ fn contradicting_inputs_are_refused_before_anything_runs() {
         (
             &[("UEFI", "maybe"), ("COMMAND", "true")][..],
             "uefi must be",
+        ),
+        (
+            &[("PARTITION", "count:1/2"), ("COMMAND", "true")][..],
+            "drop command and config",
         ),
     ] {
         let output = stand_ins.run(inputs);
