@@ -217,24 +217,10 @@ def output_bench(binary, series, reps):
           " the large writes")
 
 
-def qemu_rss_mib(marker):
-    """Total RSS of QEMU processes whose command line mentions `marker`."""
-    total = 0
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-            if b"qemu-system" not in cmdline or marker.encode() not in cmdline:
-                continue
-            status = Path(f"/proc/{pid}/status").read_text()
-        except OSError:
-            continue
-        total += int(re.search(r"VmRSS:\s+(\d+) kB", status).group(1))
-    return total / 1024
-
-
-def qemu_pss_mib(marker):
-    """Total PSS of QEMU processes whose command line mentions `marker`:
-    pages they share count once between them."""
+def qemu_memory_mib(marker, field):
+    """The sum of `field` (from /proc/PID/smaps_rollup: `Rss`, or `Pss`,
+    where pages processes share count once between them) over the QEMU
+    processes whose command line mentions `marker`."""
     total = 0
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
@@ -244,7 +230,7 @@ def qemu_pss_mib(marker):
             rollup = Path(f"/proc/{pid}/smaps_rollup").read_text()
         except OSError:
             continue
-        total += int(re.search(r"^Pss:\s+(\d+) kB", rollup, re.M).group(1))
+        total += int(re.search(rf"^{field}:\s+(\d+) kB", rollup, re.M).group(1))
     return total / 1024
 
 
@@ -259,7 +245,7 @@ def concurrent_pss(binary, series, count):
         deadline = time.monotonic() + 120
         peak = 0.0
         while any(child.poll() is None for child in children) and time.monotonic() < deadline:
-            peak = max(peak, qemu_pss_mib(tmp))
+            peak = max(peak, qemu_memory_mib(tmp, "Pss"))
             time.sleep(0.2)
         for child in children:
             child.wait()
@@ -275,7 +261,7 @@ def idle_rss(binary, series):
         deadline = time.monotonic() + 120
         peak = 0.0
         while child.poll() is None and time.monotonic() < deadline:
-            peak = max(peak, qemu_rss_mib(tmp))
+            peak = max(peak, qemu_memory_mib(tmp, "Rss"))
             time.sleep(0.2)
         child.wait()
         return peak
