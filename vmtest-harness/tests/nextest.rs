@@ -66,18 +66,14 @@ impl NextestRun {
         self.cache.path().join("pools")
     }
 
-    /// The pools of this run that are running: the fixture, started as one
-    /// (not the QEMUs they start, which inherit the variable).
+    /// The pools of this run that are running: the processes started as one
+    /// (not the processes they start, which inherit the variable).
     fn running_pools(&self) -> Vec<u32> {
         let marker = format!("VMTEST_RUN_POOL={}/", self.pools().display());
-        let fixture = fixture_binary().canonicalize().unwrap();
-        std::fs::read_dir("/proc")
+        let marked: Vec<u32> = std::fs::read_dir("/proc")
             .unwrap()
             .flatten()
             .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
-            .filter(|pid| {
-                std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|exe| exe == fixture)
-            })
             .filter(|pid| {
                 std::fs::read(format!("/proc/{pid}/environ")).is_ok_and(|environ| {
                     environ
@@ -85,6 +81,17 @@ impl NextestRun {
                         .any(|var| var.starts_with(marker.as_bytes()))
                 })
             })
+            .collect();
+        let parent = |pid: u32| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            // After the command's name in parentheses: its state, then its parent.
+            stat.rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok())
+        };
+        marked
+            .iter()
+            .copied()
+            .filter(|&pid| parent(pid).is_none_or(|parent| !marked.contains(&parent)))
             .collect()
     }
 

@@ -151,15 +151,22 @@ impl Pool {
             Engine::with_settings(settings, server, Arc::clone(&router) as Arc<dyn Reporter>)
         });
         if let Ok(engine) = &engine {
-            // The VMs for the binary's tests, as `cargo test` starts them:
-            // nextest is about to ask for most of them.
+            // The VMs of the binary's first tests, as `cargo test` starts
+            // them: nextest is about to ask for them. No more at once than
+            // the host has CPUs, as nextest may run a few tests only.
             let env = |var: &str| std::env::var(var).ok();
             let trials = trials::per_kernel(&registry::all(), env);
-            let shapes = resolve_all(trials, router.as_ref())
-                .into_iter()
-                .filter(|test| !test.trial.test.ignore && test.gate.is_none())
-                .filter_map(|test| test.shape.ok());
-            engine.boot_ahead(shapes.collect::<BTreeSet<_>>());
+            let mut shapes = BTreeSet::new();
+            let most = std::thread::available_parallelism().map_or(1, usize::from);
+            for test in resolve_all(trials, router.as_ref()) {
+                if shapes.len() == most {
+                    break;
+                }
+                if let (false, None, Ok(shape)) = (test.trial.test.ignore, &test.gate, test.shape) {
+                    shapes.insert(shape);
+                }
+            }
+            engine.boot_ahead(shapes);
         }
         Pool { engine, router }
     }
