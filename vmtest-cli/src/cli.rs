@@ -1,13 +1,14 @@
 //! The command line, and what it asks for: a one-liner, an interactive
 //! shell, or the targets of a `vmtest.toml`.
 
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::Parser;
 use regex::Regex;
 
-use crate::config::{self, Boot, Target, DEFAULT_CPUS, DEFAULT_MEMORY_MIB};
+use crate::config::{self, Boot, Command, Target, DEFAULT_CPUS, DEFAULT_MEMORY_MIB};
 use crate::kernel::default_kernel;
 use vmtest_contract::units;
 use vmtest_engine::{is_url, url_file_name};
@@ -66,10 +67,15 @@ pub struct Args {
     /// a `timeout` of their own. Default: none
     #[arg(long, value_parser = |text: &str| units::duration(text))]
     pub timeout: Option<Duration>,
-    /// The command, run by `bash -c` in the current directory; `-` for an
-    /// interactive shell
+    /// Run COMMAND as a program and its arguments, as they are, without a
+    /// shell: for cargo's runner (CARGO_TARGET_<TRIPLE>_RUNNER="vmtest -k
+    /// KERNEL --exec")
+    #[arg(long)]
+    pub exec: bool,
+    /// The command, run by `bash -c` in the current directory (with
+    /// --exec, a program and its arguments); `-` for an interactive shell
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-    pub command: Vec<String>,
+    pub command: Vec<OsString>,
 }
 
 /// What to run.
@@ -141,9 +147,10 @@ impl Args {
             return Ok(Mode::Config { targets, dir });
         }
         if self.command.is_empty() {
-            return Err(UsageError::Other(
-                "no command: give one after the options (`vmtest -k KERNEL uname -r`), or `-` for a shell".into(),
-            ));
+            return Err(UsageError::Other(match self.exec {
+                true => "--exec needs a program to run, after the options".into(),
+                false => "no command: give one after the options (`vmtest -k KERNEL uname -r`), or `-` for a shell".into(),
+            }));
         }
         if let Some(arch) = &self.arch {
             if arch != std::env::consts::ARCH {
@@ -153,7 +160,29 @@ impl Args {
                 )));
             }
         }
-        let shell = self.command == ["-"];
+        let shell = !self.exec && self.command == ["-"];
+        let command = match self.command.split_first() {
+            Some((program, args)) if self.exec => Command::Exec {
+                program: program.clone(),
+                args: args.to_vec(),
+            },
+            _ => {
+                let words: Option<Vec<&str>> =
+                    self.command.iter().map(|word| word.to_str()).collect();
+                // As danobi/vmtest: the words, joined, are shell code for bash.
+                Command::Shell(
+                    words
+                        .ok_or_else(|| {
+                            UsageError::Other(
+                                "the command is not UTF-8, which bash -c takes: give --exec to run \
+                                 a program with its arguments as they are"
+                                    .into(),
+                            )
+                        })?
+                        .join(" "),
+                )
+            }
+        };
         let (boot, note) = match &self.image {
             Some(_) if shell => {
                 return Err(UsageError::Other(
@@ -185,8 +214,7 @@ impl Args {
             name,
             line: 0,
             boot,
-            // As danobi/vmtest: the words, joined, are shell code for bash.
-            command: self.command.join(" "),
+            command,
             cpus: DEFAULT_CPUS,
             memory_mib: DEFAULT_MEMORY_MIB,
             mounts: Vec::new(),
@@ -270,7 +298,7 @@ mod tests {
         let Mode::OneLiner { target, note } = mode else {
             panic!("{mode:?}")
         };
-        assert_eq!(target.command, "uname -r");
+        assert_eq!(target.command, Command::Shell("uname -r".into()));
         assert_eq!(note, None);
         assert!(matches!(
             args(&["-k", "bzImage", "-"]).mode(dir.path()).unwrap(),

@@ -35,8 +35,7 @@ pub struct Target {
     /// Where it is in its file (1-based), for messages.
     pub line: usize,
     pub boot: Boot,
-    /// Shell code, run by `bash -c`.
-    pub command: String,
+    pub command: Command,
     pub cpus: u32,
     pub memory_mib: u32,
     /// `(guest path, host path, writable)`.
@@ -46,6 +45,19 @@ pub struct Target {
     pub kvm_cpu_args: Option<String>,
     /// The command fails, and its VM is stopped, after this long.
     pub timeout: Option<Duration>,
+}
+
+/// What a target runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Shell code, run by `bash -c` (a `vmtest.toml`'s `command`, a
+    /// one-liner's words).
+    Shell(String),
+    /// A program and its arguments, as they are (`vmtest --exec`).
+    Exec {
+        program: std::ffi::OsString,
+        args: Vec<std::ffi::OsString>,
+    },
 }
 
 /// What a target boots.
@@ -392,7 +404,7 @@ impl Checker<'_> {
             name,
             line,
             boot: boot?,
-            command,
+            command: Command::Shell(command),
             cpus,
             memory_mib,
             mounts,
@@ -535,7 +547,7 @@ command = "/bin/bash -c 'uname -r; uname -r | grep -e ^6.1\\.'"
         assert_eq!(targets[1].line, 7);
         assert_eq!(
             targets[1].command,
-            r"/bin/bash -c 'uname -r; uname -r | grep -e ^6.1\.'"
+            Command::Shell(r"/bin/bash -c 'uname -r; uname -r | grep -e ^6.1\.'".into())
         );
         assert_eq!(
             targets[0].boot,

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use vmtest_engine::{ImageJob, Job, Mount, Program, VmShape, Work};
 
-use crate::config::{Boot, Target};
+use crate::config::{Boot, Command, Target};
 
 /// Where the guest sees the configuration's directory (the working
 /// directory for a one-liner), read-write.
@@ -55,7 +55,7 @@ pub fn job_for(target: &Target, dir: &Path) -> TargetJob {
                 shape,
                 work: Work::Program(Program {
                     cwd: on_host_root.then_some(shared),
-                    ..bash(&target.command)
+                    ..program(&target.command)
                 }),
                 timeout: target.timeout,
                 allowed_splats: Vec::new(),
@@ -71,17 +71,22 @@ pub fn job_for(target: &Target, dir: &Path) -> TargetJob {
             qemu_binary: target.qemu_command.clone(),
             qemu_args: target.extra_args.clone(),
             shared: Some((shared, SHARED_MOUNT.into())),
-            program: bash(&target.command),
+            program: program(&target.command),
             timeout: target.timeout,
         }),
     }
 }
 
-/// `bash -c COMMAND`, as danobi/vmtest runs a target's command.
-pub fn bash(command: &str) -> Program {
+/// What runs `command`: shell code by `bash -c`, as danobi/vmtest runs a
+/// target's command; a program with its arguments as they are.
+pub fn program(command: &Command) -> Program {
+    let (program, args) = match command {
+        Command::Shell(code) => ("bash".into(), vec!["-c".into(), code.into()]),
+        Command::Exec { program, args } => (program.clone(), args.clone()),
+    };
     Program {
-        program: "bash".into(),
-        args: vec!["-c".into(), command.into()],
+        program,
+        args,
         ..Program::default()
     }
 }

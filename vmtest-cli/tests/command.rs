@@ -2,82 +2,15 @@
 //! `scripts/setup.sh` fetches, in real QEMU. The attended face and the
 //! interactive shell are driven through tmux, a real pseudo-terminal.
 
-#[path = "../../vmtest-engine/tests/support/leftovers.rs"]
-mod common;
 #[path = "../../vmtest-engine/tests/support/http.rs"]
 mod http;
+mod support;
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// Where `scripts/setup.sh` put the kernels.
-fn kernels_dir() -> PathBuf {
-    std::env::var_os("VMTEST_KERNELS_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../kernels"))
-}
-
-fn kernel(series: &str) -> PathBuf {
-    let image = kernels_dir().join(format!("vmlinuz-{series}"));
-    assert!(
-        image.exists(),
-        "{} is missing: run scripts/setup.sh",
-        image.display()
-    );
-    image.canonicalize().unwrap()
-}
-
-/// `vmtest args`, in `dir`, with a private TMPDIR; plain lines.
-fn vmtest(dir: &Path, args: &[&str]) -> Run {
-    vmtest_with(dir, args, &[])
-}
-
-/// [`vmtest`] with more variables.
-fn vmtest_with(dir: &Path, args: &[&str], vars: &[(&str, &Path)]) -> Run {
-    let tmp = tempfile::tempdir().unwrap();
-    let started = Instant::now();
-    let output = Command::new(env!("CARGO_BIN_EXE_vmtest"))
-        .args(args)
-        .current_dir(dir)
-        .env("TMPDIR", tmp.path())
-        .env("VMTEST_NO_UI", "1")
-        .env_remove("VMTEST_KERNEL")
-        .envs(vars.iter().copied())
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    let run = Run {
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-        output,
-        elapsed: started.elapsed(),
-        tmp,
-    };
-    eprintln!(
-        "vmtest {args:?}: {:?} in {:.1?}\n--- stdout\n{}--- stderr\n{}",
-        run.output.status, run.elapsed, run.stdout, run.stderr
-    );
-    run
-}
-
-struct Run {
-    output: Output,
-    stdout: String,
-    stderr: String,
-    elapsed: Duration,
-    tmp: tempfile::TempDir,
-}
-
-impl Run {
-    fn code(&self) -> Option<i32> {
-        self.output.status.code()
-    }
-
-    fn assert_nothing_left(&self) {
-        common::assert_nothing_left_in(self.tmp.path());
-    }
-}
+use support::*;
 
 /// A directory with a `vmtest.toml` and the kernels beside it.
 fn config(text: &str) -> tempfile::TempDir {
