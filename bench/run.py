@@ -20,6 +20,8 @@ when VMTEST_PEER names its binary (`cargo install vmtest --version 0.18.0
 --root DIR`), run with /dev/kvm hidden (bench/hide-kvm.sh, as root).
 And the examples' tests under `cargo nextest run` (one process, so one VM,
 per test) beside `cargo test`.
+And a crate's plain tests (one test binary) under `cargo test`, on the
+host and with `vmtest --exec` as cargo's target runner.
 And what N idle VMs of one shape, restored at once in processes of their
 own, cost the host (their QEMUs' PSS: shared pages counted once).
 Each figure is the median of --reps runs; ratios are taken within this run.
@@ -151,6 +153,26 @@ def nextest_bench(reps):
           f"   {nextest / test:4.2f}x cargo test")
 
 
+def runner_bench(reps):
+    """The plain `#[test]`s of examples/bpf's library (one test binary):
+    `cargo test` on the host, and with `vmtest --exec` as cargo's runner."""
+    ours = build_command()
+    kernel = (KERNELS / "vmlinuz-6.12").resolve()
+    base = ["cargo", "test", "-q", "-p", "vmtest-example-bpf", "--lib"]
+    subprocess.run([*base, "--no-run"], cwd=ROOT, check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    runner = {"CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER": f"{ours} -k {kernel} --exec"}
+    timed(base, runner, cwd=ROOT)  # makes the snapshot
+    runs = {"host": [], "runner": []}
+    for _ in range(reps):
+        runs["host"].append(timed(base, cwd=ROOT))
+        runs["runner"].append(timed(base, runner, cwd=ROOT))
+    host, guest = (statistics.median(runs[name]) for name in runs)
+    print(f"  run  examples/bpf's lib tests, cargo test      {host:6.2f} s")
+    print(f" 6.12  the same, vmtest --exec as cargo's runner  {guest:6.2f} s"
+          f"   {guest - host:+5.2f} s per test binary")
+
+
 def extracted_vmlinux(image):
     """The vmlinux vmtest extracted from `image` and boots, if any."""
     digest = hashlib.sha256(image.read_bytes()).hexdigest()[:16]
@@ -273,12 +295,12 @@ def build_command():
     return ROOT / "target/debug/vmtest"
 
 
-def timed(command, env_extra=None):
-    """Seconds `command` takes; it must succeed."""
+def timed(command, env_extra=None, cwd="/"):
+    """Seconds `command` takes, in `cwd`; it must succeed."""
     env = dict(os.environ, VMTEST_NO_UI="1")
     env.update(env_extra or {})
     started = time.monotonic()
-    result = subprocess.run(command, env=env, cwd="/", stdout=subprocess.DEVNULL,
+    result = subprocess.run(command, env=env, cwd=cwd, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True, timeout=300)
     if result.returncode != 0:
         sys.exit(f"{command} failed:\n{result.stderr}")
@@ -322,7 +344,8 @@ def command_bench(reps, initramfs, accel):
         print(f"  cmd  `vmtest -k builtin-6.1 true`, {name:<34} {seconds:6.2f} s{ratio}")
 
 
-SECTIONS = ["builtin", "command", "boot", "pertest", "output", "wall", "nextest", "memory"]
+SECTIONS = ["builtin", "command", "boot", "pertest", "output", "wall", "nextest", "runner",
+            "memory"]
 
 
 def main():
@@ -396,6 +419,9 @@ def main():
 
     if "nextest" in only:
         nextest_bench(reps)
+
+    if "runner" in only:
+        runner_bench(reps)
 
     for series in SERIES if "memory" in only else []:
         rss = median(idle_rss(binary, series) for _ in range(reps))
