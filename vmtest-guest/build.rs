@@ -27,6 +27,7 @@ const FLAGS: &[&str] = &[
 
 fn main() {
     println!("cargo:rerun-if-changed={SOURCE}");
+    println!("cargo:rerun-if-env-changed=RUSTC_LINKER");
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
     let source = out_dir.join("init.rs");
     let init = std::fs::read_to_string(SOURCE)
@@ -43,9 +44,15 @@ fn main() {
     let rustc = env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
     let target = env::var("TARGET").expect("cargo sets TARGET");
 
-    let output = Command::new(&rustc)
-        .args(FLAGS)
-        .arg(format!("--target={target}"))
+    let mut command = Command::new(&rustc);
+    command.args(FLAGS).arg(format!("--target={target}"));
+    // Cross builds: the linker cargo was told of for the target.
+    if let Some(linker) = env::var_os("RUSTC_LINKER") {
+        let mut flag = std::ffi::OsString::from("-Clinker=");
+        flag.push(linker);
+        command.arg(flag);
+    }
+    let output = command
         .arg(&source)
         .arg("-o")
         .arg(&out)

@@ -78,12 +78,13 @@ mod vm;
 pub use host::cancel::cancel;
 pub use host::private::PrivateDirError;
 pub use host::settings::{user_cache_dir, Settings, SettingsError};
-pub use media::bzimage::{kernel_version as image_kernel_version, KernelImageError};
+pub use media::kernel_image::{kernel_version as image_kernel_version, KernelImageError};
 pub use media::prepare::PrepareError;
 pub use media::supply::{
     deb::DebError, fetch::FetchError, is_url, url_file_name, Supply, SupplyError,
 };
 pub use model::accel::{Accel, AccelChoice};
+pub use model::arch::Arch;
 pub use model::death::{DeathCause, VmDeath, VmLogs};
 pub use model::events::{Event, Reporter, VmId};
 pub use model::job::{GuestServer, Input, Job, Program, Work};

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use crate::host::private::{self, PrivateDirError};
 use crate::model::accel::{self, AccelChoice};
+use crate::model::arch::Arch;
 
 /// How long a VM may take to boot before it counts as hung.
 const DEFAULT_BOOT_TIMEOUT: Duration = Duration::from_secs(90);
@@ -95,7 +96,7 @@ impl Settings {
         Ok(Settings {
             qemu_binary: var("VMTEST_QEMU")
                 .filter(|binary| !binary.is_empty())
-                .unwrap_or_else(|| "qemu-system-x86_64".into())
+                .unwrap_or_else(|| Arch::HOST.qemu_binary().into())
                 .into(),
             accel,
             boot_timeout,
@@ -199,7 +200,10 @@ mod tests {
     fn defaults_need_no_variables() {
         let settings = settings(&[]).unwrap();
         assert_eq!(settings.boot_timeout, DEFAULT_BOOT_TIMEOUT);
-        assert_eq!(settings.qemu_binary, PathBuf::from("qemu-system-x86_64"));
+        assert_eq!(
+            settings.qemu_binary,
+            PathBuf::from(Arch::HOST.qemu_binary())
+        );
         assert!(!settings.verbose && !settings.boot_image_as_is);
     }
 

@@ -42,14 +42,16 @@ pub(crate) fn has_section(binary: &Path, name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::arch::Arch;
 
     #[test]
     fn the_loader_is_read_from_the_binary() {
         let exe = std::env::current_exe().unwrap();
-        assert_eq!(
-            interpreter(&exe).as_deref(),
-            Some(Path::new("/lib64/ld-linux-x86-64.so.2"))
-        );
+        let loader = match Arch::HOST {
+            Arch::X86_64 => "/lib64/ld-linux-x86-64.so.2",
+            Arch::Aarch64 => "/lib/ld-linux-aarch64.so.1",
+        };
+        assert_eq!(interpreter(&exe).as_deref(), Some(Path::new(loader)));
         assert_eq!(interpreter(Path::new("/etc/hostname")), None);
         assert_eq!(interpreter(Path::new("/nonexistent")), None);
     }

@@ -5,6 +5,7 @@
 pub(crate) mod bzimage;
 mod elf;
 mod initramfs;
+pub(crate) mod kernel_image;
 pub(crate) mod modules;
 pub(crate) mod prepare;
 pub(crate) mod prepared;

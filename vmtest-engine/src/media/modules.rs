@@ -544,7 +544,7 @@ impl Resolver<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::media::{bzimage, test_kernels};
+    use crate::media::{kernel_image, test_kernels};
     use std::time::Instant;
 
     /// A minimal relocatable ELF64 (x86-64) with one `.modinfo` section,
@@ -893,7 +893,7 @@ mod tests {
     fn resolve_real(kernel: &str) -> (String, Vec<ModuleFile>) {
         let root = test_kernels::dir().join(kernel);
         let image = test_kernels::vmlinuz(&root.join("boot"));
-        let version = bzimage::kernel_version(&image).unwrap();
+        let version = kernel_image::kernel_version(&image).unwrap();
         let dir = locate(&image, &version, None)
             .unwrap()
             .expect("modules dir");

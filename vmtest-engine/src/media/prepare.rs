@@ -7,12 +7,13 @@ use std::path::{Path, PathBuf};
 
 use vmtest_contract::boot::DEBUG_PARAM;
 
-use super::bzimage::{self, KernelImageError};
 use super::initramfs::{self, InitramfsError};
+use super::kernel_image::{self, Format, KernelImageError};
 use super::modules::{self, ModuleIndex, ModulesError, GUEST_MODULES};
 use super::prepared::{self, BootMedia};
 use super::vmlinux::{self, VmlinuxError};
 use crate::host::cache;
+use crate::model::arch::Arch;
 use crate::model::shape::VmShape;
 
 /// Why a kernel cannot be prepared for booting.
@@ -54,7 +55,8 @@ pub(crate) fn prepare(
     if !image.exists() {
         return Err(PrepareError::Missing(image.clone()));
     }
-    let version = bzimage::kernel_version(image)?;
+    let format = kernel_image::format(image)?;
+    let version = kernel_image::kernel_version(image)?;
     let modules_dir = modules::locate(image, &version, shape.modules.as_deref())?;
     let key = prepared::key(image, modules_dir.as_deref(), as_is);
     if let Some(media) = key
@@ -70,9 +72,10 @@ pub(crate) fn prepare(
         None => Vec::new(),
     };
     let initramfs = initramfs::build(vmtest_guest::INIT, &needed, cache_dir)?;
-    let kernel = match as_is {
-        true => None,
-        false => vmlinux::uncompressed_kernel(image, cache_dir)?,
+    // PVH is x86's: an arm64 Image is uncompressed already.
+    let kernel = match (as_is, format) {
+        (false, Format::BzImage) => vmlinux::uncompressed_kernel(image, cache_dir)?,
+        _ => None,
     };
     let media = BootMedia {
         kernel: kernel.unwrap_or_else(|| image.clone()),
@@ -94,29 +97,25 @@ pub(crate) fn prune_cache(cache_dir: &Path) {
 
 /// The guest kernel's command line: ours first, the job's `extra` last so
 /// that it can override ours.
-pub(crate) fn kernel_cmdline(extra: &str, debug: bool) -> String {
-    let mut cmdline = String::from(concat!(
+pub(crate) fn kernel_cmdline(arch: Arch, extra: &str, debug: bool) -> String {
+    let mut cmdline = format!(
         // The serial port is the console the host keeps as a log.
-        "console=ttyS0 ",
-        // With QEMU's -no-reboot, a panic ends QEMU at once.
-        "panic=-1 ",
-        // An oops leaves a poisoned kernel: panic instead, so that the VM is
-        // replaced before the next job. (`oops=panic`: `panic_on_oops=` is
-        // only a sysctl, the kernel ignores it on its command line.)
-        "oops=panic ",
-        // Our init logs through /dev/kmsg, which is rate-limited otherwise.
-        "printk.devkmsg=on ",
-        "rdinit=/init ",
-        // On QEMU's `pc` machine the kernel runs the ACPI `_PRT` method, an
-        // emulated loop, once per PCI device: about 150 ms each under TCG.
-        // Our devices use MSI-X and the serial port a fixed ISA IRQ, so
-        // ACPI interrupt routing is not needed.
-        "acpi=noirq ",
-        // The kernel checks that the IO-APIC timer ticks within a few
-        // milliseconds; a QEMU waiting for a CPU on a loaded host (eight
-        // test runs on two cores) misses that window and the kernel panics.
-        "no_timer_check",
-    ));
+        "console={} \
+         panic=-1 \
+         oops=panic \
+         printk.devkmsg=on \
+         rdinit=/init",
+        arch.console()
+    );
+    // With QEMU's -no-reboot, a panic ends QEMU at once. An oops leaves a
+    // poisoned kernel: panic instead, so that the VM is replaced before the
+    // next job (`oops=panic`: `panic_on_oops=` is only a sysctl, the kernel
+    // ignores it on its command line). Our init logs through /dev/kmsg,
+    // which is rate-limited otherwise.
+    for arg in arch.kernel_args() {
+        cmdline.push(' ');
+        cmdline.push_str(arg);
+    }
     if debug {
         cmdline.push(' ');
         cmdline.push_str(DEBUG_PARAM);
@@ -135,10 +134,16 @@ mod tests {
 
     #[test]
     fn extra_arguments_come_last() {
-        let cmdline = kernel_cmdline(" nokaslr ", true);
-        assert!(cmdline.starts_with("console=ttyS0 panic=-1 oops=panic "));
-        assert!(cmdline.ends_with(" vmtest.debug=1 nokaslr"), "{cmdline}");
-        assert!(kernel_cmdline("", false).ends_with("no_timer_check"));
+        let cmdline = kernel_cmdline(Arch::X86_64, " nokaslr ", true);
+        assert_eq!(
+            cmdline,
+            "console=ttyS0 panic=-1 oops=panic printk.devkmsg=on rdinit=/init acpi=noirq \
+             no_timer_check vmtest.debug=1 nokaslr"
+        );
+        assert_eq!(
+            kernel_cmdline(Arch::Aarch64, "", false),
+            "console=ttyAMA0 panic=-1 oops=panic printk.devkmsg=on rdinit=/init"
+        );
     }
 
     #[test]

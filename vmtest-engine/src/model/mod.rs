@@ -1,8 +1,9 @@
 //! The vocabulary every layer passes around: jobs and the VM shapes they
 //! need, outcomes, events, deaths and their logs, kernel splats, the
-//! accelerator. It imports nothing of the engine.
+//! accelerator, the architecture. It imports nothing of the engine.
 
 pub mod accel;
+pub mod arch;
 pub mod death;
 pub mod events;
 pub mod job;

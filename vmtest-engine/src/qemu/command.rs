@@ -6,6 +6,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use crate::model::accel::Accel;
+use crate::model::arch::Arch;
 use vmtest_contract::boot::ROOT_TAG;
 
 /// A host directory QEMU exports to the guest under a 9p tag.
@@ -33,6 +34,7 @@ pub(crate) struct QemuConfig<'a> {
 /// The virtual machine itself.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Machine<'a> {
+    pub arch: Arch,
     pub accel: Accel,
     /// `-cpu` under KVM, instead of `host`.
     pub kvm_cpu: Option<&'a str>,
@@ -109,7 +111,7 @@ fn machine(machine: &Machine) -> Vec<OsString> {
     };
     os(&[
         "-machine",
-        "pc",
+        machine.arch.machine(),
         "-accel",
         accel.qemu_accel(),
         "-cpu",
@@ -293,6 +295,7 @@ mod tests {
         )]));
         QemuConfig {
             machine: Machine {
+                arch: Arch::X86_64,
                 accel: Accel::Tcg,
                 kvm_cpu: Some("host,-avx512f"),
                 cpus: 2,

@@ -25,6 +25,7 @@ use vmtest_contract::messages::{ExitStatus, JobId, Stream};
 use super::error::{DiskImageError, SetupError};
 use super::pool::RunSetup;
 use crate::host::run_dir::VmDir;
+use crate::model::arch::Arch;
 use crate::model::death::{read_console, DeathCause, VmDeath, VmLogs};
 use crate::model::events::Event;
 use crate::model::job::Program;
@@ -164,6 +165,7 @@ impl Session {
             .collect();
         let args = command::arguments(&QemuConfig {
             machine: Machine {
+                arch: Arch::HOST,
                 accel: settings.accel.accel,
                 kvm_cpu: None,
                 cpus: job.cpus,

@@ -17,6 +17,7 @@ use crate::host::cancel;
 use crate::host::run_dir::RunDir;
 use crate::host::settings::Settings;
 use crate::media::prepare::{self, kernel_cmdline};
+use crate::model::arch::Arch;
 use crate::model::events::{Event, Reporter, VmId};
 use crate::model::job::GuestServer;
 use crate::model::outcome::chain;
@@ -210,7 +211,7 @@ impl Pool {
                 source: Box::new(source),
             })?;
         let kernel_args = format!("{} {}", shape.kernel_args, settings.kernel_args);
-        let cmdline = kernel_cmdline(&kernel_args, settings.verbose);
+        let cmdline = kernel_cmdline(Arch::HOST, &kernel_args, settings.verbose);
         let boot_error = |source| SetupError::Boot {
             shape: Arc::clone(shape),
             source: Box::new(source),

@@ -21,6 +21,7 @@ use sha2::{Digest, Sha256};
 
 use crate::host::cache;
 use crate::model::accel::Accel;
+use crate::model::arch::Arch;
 
 /// The host's part of a snapshot's name: QEMU `binary` (resolved), run
 /// with `accel`, with what it says kept in `cache_dir`.
@@ -57,20 +58,26 @@ fn qemu_identity(binary: &Path, cache_dir: &Path) -> String {
             .map(|output| String::from_utf8_lossy(&output.stdout).into_owned())
             .unwrap_or_default()
     };
-    let identity = describe(&said(&["--version"]), &said(&["-machine", "help"]));
+    let identity = describe(
+        Arch::HOST,
+        &said(&["--version"]),
+        &said(&["-machine", "help"]),
+    );
     // Unkept, it is only asked again.
     let _ = cache::store(&dir, &name, |file| file.write_all(identity.as_bytes()));
     identity
 }
 
-/// `version: …` and `machine: …` lines from what QEMU printed.
-fn describe(version: &str, machines: &str) -> String {
+/// `version: …` and `machine: …` lines from what QEMU printed: the
+/// versioned machine that `arch`'s machine type is an alias of.
+fn describe(arch: Arch, version: &str, machines: &str) -> String {
     let version = version.lines().next().unwrap_or("unknown").trim();
+    let name = arch.machine_name();
     let machine = machines
         .lines()
-        .find(|line| line.split_whitespace().next() == Some("pc"))
+        .find(|line| line.split_whitespace().next() == Some(name))
         .and_then(|line| line.split("alias of ").nth(1))
-        .map_or("pc", |alias| alias.trim_end_matches(')').trim());
+        .map_or(name, |alias| alias.trim_end_matches(')').trim());
     format!("version: {version}\nmachine: {machine}\n")
 }
 
@@ -130,16 +137,20 @@ mod tests {
             pc  Standard PC (i440FX + PIIX, 1996) (alias of pc-i440fx-7.2)\n\
             pc-i440fx-7.2  Standard PC (i440FX + PIIX, 1996) (default)\n";
         assert_eq!(
-            describe(version, machines),
+            describe(Arch::X86_64, version, machines),
             "version: QEMU emulator version 7.2.22 (Debian 1:7.2+dfsg-7)\n\
              machine: pc-i440fx-7.2\n"
         );
+        let machines = "Supported machines are:\n\
+            virt-7.2  QEMU 7.2 ARM Virtual Machine\n\
+            virt  QEMU 7.2 ARM Virtual Machine (alias of virt-7.2)\n";
+        assert!(describe(Arch::Aarch64, version, machines).ends_with("machine: virt-7.2\n"));
     }
 
     #[test]
     fn the_real_qemu_is_asked_once() {
         let cache = tempfile::tempdir().unwrap();
-        let qemu = process::resolve(Path::new("qemu-system-x86_64"));
+        let qemu = process::resolve(Path::new(Arch::HOST.qemu_binary()));
         assert!(
             qemu.is_file(),
             "QEMU is not installed: run scripts/setup.sh"

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use super::coverage::{self, Profiles};
 use crate::media;
+use crate::model::arch::Arch;
 use crate::model::job::GuestServer;
 use crate::model::shape::VmShape;
 use crate::qemu::command::Export;
@@ -20,15 +21,6 @@ use vmtest_contract::SHARED_DIR_VAR;
 /// the test server from it.
 const HOST_VIEW: &str = "/run/vmtest/host";
 const HOST_VIEW_TAG: &str = "vmtest_host";
-/// Where the host's dynamic libraries may be, for the host's loader.
-const LIBRARY_DIRS: [&str; 6] = [
-    "/lib/x86_64-linux-gnu",
-    "/usr/lib/x86_64-linux-gnu",
-    "/lib64",
-    "/usr/lib64",
-    "/lib",
-    "/usr/lib",
-];
 
 /// The exports of a VM and its init's parameters.
 pub(crate) struct Layout {
@@ -176,7 +168,8 @@ fn from_host_view(server: &GuestServer) -> ServerCommand {
     let binary = in_view(&server.program);
     let (program, mut args) = match media::interpreter(&server.program) {
         Some(loader) => {
-            let dirs: Vec<String> = LIBRARY_DIRS
+            let dirs: Vec<String> = Arch::HOST
+                .library_dirs()
                 .iter()
                 .filter(|dir| Path::new(dir).is_dir())
                 .map(|dir| in_view(Path::new(dir)).to_string_lossy().into_owned())

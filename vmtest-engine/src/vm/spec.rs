@@ -8,6 +8,7 @@ use vmtest_contract::boot::{BootParams, CONTROL_PORT};
 
 use crate::host::settings::Settings;
 use crate::media::prepared::BootMedia;
+use crate::model::arch::Arch;
 use crate::model::shape::VmShape;
 use crate::qemu::command::{self, Export, Machine, QemuConfig};
 use crate::qemu::process;
@@ -56,6 +57,7 @@ impl BootSpec<'_> {
         let shape = self.shape;
         command::arguments(&QemuConfig {
             machine: Machine {
+                arch: Arch::HOST,
                 accel: self.settings.accel.accel,
                 kvm_cpu: shape.kvm_cpu.as_deref(),
                 cpus: shape.cpus,

@@ -159,7 +159,7 @@ mod tests {
     use super::cpio::read_back::entries;
     use super::*;
     use crate::media::modules::{self, Compression, ModuleIndex, GUEST_MODULES};
-    use crate::media::{bzimage, test_kernels};
+    use crate::media::{kernel_image, test_kernels};
     use std::fs;
     use std::time::Instant;
 
@@ -332,7 +332,7 @@ mod tests {
         let init = b"\x7fELF stand-in for the static guest init".repeat(1000);
 
         let started = Instant::now();
-        let version = bzimage::kernel_version(&image).unwrap();
+        let version = kernel_image::kernel_version(&image).unwrap();
         let dir = modules::locate(&image, &version, None).unwrap().unwrap();
         let index = ModuleIndex::load(&dir, &version).unwrap();
         let t_index = started.elapsed();

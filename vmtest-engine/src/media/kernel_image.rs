@@ -1,0 +1,254 @@
+//! A kernel image, whatever its architecture: what format it is in (from
+//! its own header, not its name) and the release it carries (what `uname
+//! -r` prints in the guest, and the name of its `lib/modules` directory).
+//!
+//! An x86 bzImage says where its version string is ([`super::bzimage`]). An
+//! arm64 `Image` (`Documentation/arch/arm64/booting.rst`: a 64-byte header
+//! with the magic `ARM\x64` at 0x38, then the kernel, uncompressed) does
+//! not; its `linux_banner`, `Linux version 6.12.118+deb12-arm64 (...)`, is
+//! found in it instead.
+
+use std::fs::File;
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+
+use super::bzimage;
+
+/// Where an arm64 `Image` has its magic.
+const ARM64_MAGIC_OFFSET: usize = 0x38;
+const ARM64_MAGIC: &[u8; 4] = b"ARM\x64";
+/// What starts the kernel's banner.
+const BANNER: &[u8] = b"Linux version ";
+/// How much of an arm64 image is read at a time, looking for the banner.
+const CHUNK: usize = 1 << 20;
+
+/// The formats vmtest reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Format {
+    /// An x86 bzImage (with a setup header, maybe a PVH entry once
+    /// extracted).
+    BzImage,
+    /// An arm64 `Image`, booted as it is.
+    Arm64Image,
+}
+
+/// Why a kernel image's version could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum KernelImageError {
+    /// The image could not be opened or read.
+    #[error("cannot read kernel image {path}: check that the file exists and is readable")]
+    Read {
+        /// The image.
+        path: PathBuf,
+        /// The I/O failure.
+        #[source]
+        source: io::Error,
+    },
+    /// The file is shorter than a setup header.
+    #[error(
+        "kernel image {path} is too short ({len} bytes) to be an x86 bzImage; \
+         is the file truncated? give a complete vmlinuz/bzImage"
+    )]
+    TooShort {
+        /// The image.
+        path: PathBuf,
+        /// Its length in bytes.
+        len: usize,
+    },
+    /// No `HdrS` magic where the boot protocol puts it.
+    #[error(
+        "kernel image {path} is not an x86 bzImage (no HdrS header){hint}; \
+         give a vmlinuz from a distribution package or arch/x86/boot/bzImage from a kernel build"
+    )]
+    NotBzImage {
+        /// The image.
+        path: PathBuf,
+        /// A note on what the file looks like instead, or empty.
+        hint: &'static str,
+    },
+    /// The header is cut off, or the version string runs past the end of file.
+    #[error(
+        "kernel image {path} is truncated: {what} needs {needed} bytes, the file has {len}; \
+         download or build the image again"
+    )]
+    Truncated {
+        /// The image.
+        path: PathBuf,
+        /// What was being read.
+        what: &'static str,
+        /// Bytes needed to read it.
+        needed: usize,
+        /// Bytes available.
+        len: usize,
+    },
+    /// The boot protocol predates the `kernel_version` field.
+    #[error(
+        "kernel image {path} uses boot protocol {major}.{minor:02}, older than 2.00, \
+         and carries no version string; use a newer kernel"
+    )]
+    OldProtocol {
+        /// The image.
+        path: PathBuf,
+        /// Protocol major version.
+        major: u8,
+        /// Protocol minor version.
+        minor: u8,
+    },
+    /// The header's `kernel_version` pointer is zero.
+    #[error(
+        "kernel image {path} has no version string (its kernel_version field is 0); \
+         the kernel release cannot be known, so its modules cannot be found"
+    )]
+    NoVersion {
+        /// The image.
+        path: PathBuf,
+    },
+    /// An arm64 `Image` in which no `Linux version` banner was found.
+    #[error(
+        "kernel image {path} is an arm64 Image without a \"Linux version\" banner; \
+         is the file truncated? give the Image of a kernel build or a distribution package"
+    )]
+    NoBanner {
+        /// The image.
+        path: PathBuf,
+    },
+    /// The version string is there but unusable.
+    #[error("kernel image {path} has a malformed version string: {problem}")]
+    BadVersion {
+        /// The image.
+        path: PathBuf,
+        /// What is wrong with it.
+        problem: &'static str,
+    },
+}
+
+/// The format of the image at `path`, from its first bytes: an arm64
+/// `Image`, else taken for a bzImage (whose reader says what is wrong).
+pub(crate) fn format(image: &Path) -> Result<Format, KernelImageError> {
+    let mut head = [0u8; ARM64_MAGIC_OFFSET + 4];
+    let mut file = File::open(image).map_err(read_error(image))?;
+    let read = read_up_to(&mut file, &mut head).map_err(read_error(image))?;
+    Ok(match head[..read].get(ARM64_MAGIC_OFFSET..) {
+        Some(magic) if magic == ARM64_MAGIC => Format::Arm64Image,
+        _ => Format::BzImage,
+    })
+}
+
+/// Reads the kernel release from the image at `path`.
+pub fn kernel_version(image: &Path) -> Result<String, KernelImageError> {
+    match format(image)? {
+        Format::BzImage => bzimage::kernel_version(image),
+        Format::Arm64Image => banner_release(image),
+    }
+}
+
+/// The release in the image's `Linux version` banner.
+fn banner_release(image: &Path) -> Result<String, KernelImageError> {
+    let mut file = File::open(image).map_err(read_error(image))?;
+    // A banner cut by a chunk's end is found whole in the next, which
+    // starts with the end of this one.
+    const KEEP: usize = 256;
+    let mut window = Vec::with_capacity(CHUNK + KEEP);
+    let mut chunk = vec![0u8; CHUNK];
+    loop {
+        let read = read_up_to(&mut file, &mut chunk).map_err(read_error(image))?;
+        window.extend_from_slice(&chunk[..read]);
+        if let Some(release) = release_after_banner(&window) {
+            return Ok(release);
+        }
+        if read < CHUNK {
+            return Err(KernelImageError::NoBanner {
+                path: image.to_path_buf(),
+            });
+        }
+        let keep_from = window.len().saturating_sub(KEEP);
+        window.drain(..keep_from);
+    }
+}
+
+/// The word after the first complete `Linux version ` in `bytes`.
+fn release_after_banner(bytes: &[u8]) -> Option<String> {
+    let mut rest = bytes;
+    while let Some(at) = rest
+        .windows(BANNER.len())
+        .position(|window| window == BANNER)
+    {
+        let after = &rest[at + BANNER.len()..];
+        let end = after.iter().position(|&byte| byte == b' ' || byte == 0)?;
+        let word = &after[..end];
+        // The kernel's format string (`Linux version %s`) comes first in
+        // some builds: a release starts with a digit.
+        if word.first().is_some_and(u8::is_ascii_digit) {
+            return std::str::from_utf8(word).ok().map(str::to_string);
+        }
+        rest = after;
+    }
+    None
+}
+
+fn read_error(image: &Path) -> impl Fn(io::Error) -> KernelImageError + '_ {
+    move |source| KernelImageError::Read {
+        path: image.to_path_buf(),
+        source,
+    }
+}
+
+/// Fills `buffer` as far as the file goes; returns how much it read.
+fn read_up_to(file: &mut File, buffer: &mut [u8]) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buffer.len() {
+        match file.read(&mut buffer[filled..]) {
+            Ok(0) => break,
+            Ok(read) => filled += read,
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(filled)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A synthetic arm64 Image: its header, then `body` at `at`.
+    fn arm64_image(at: usize, body: &[u8]) -> Vec<u8> {
+        let mut image = vec![0u8; at + body.len() + 64];
+        image[ARM64_MAGIC_OFFSET..ARM64_MAGIC_OFFSET + 4].copy_from_slice(ARM64_MAGIC);
+        image[at..at + body.len()].copy_from_slice(body);
+        image
+    }
+
+    #[test]
+    fn an_arm64_image_gives_its_release_from_its_banner() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("vmlinuz");
+        // Across a chunk's end, after the bare format string.
+        let body = b"Linux version %s\0...Linux version 6.12.118+deb12-arm64 (debian-kernel@lists.debian.org) #1 SMP";
+        std::fs::write(&path, arm64_image(CHUNK - 20, body)).unwrap();
+        assert_eq!(format(&path).unwrap(), Format::Arm64Image);
+        assert_eq!(kernel_version(&path).unwrap(), "6.12.118+deb12-arm64");
+    }
+
+    #[test]
+    fn an_arm64_image_without_a_banner_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("Image");
+        std::fs::write(&path, arm64_image(4096, b"no banner here")).unwrap();
+        let error = kernel_version(&path).unwrap_err();
+        assert!(
+            matches!(error, KernelImageError::NoBanner { .. }),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn anything_else_is_read_as_a_bzimage() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("vmlinuz");
+        std::fs::write(&path, b"\x7fELF and more").unwrap();
+        assert_eq!(format(&path).unwrap(), Format::BzImage);
+        let error = kernel_version(&path).unwrap_err();
+        assert!(error.to_string().contains("bzImage"), "{error}");
+    }
+}
