@@ -23,7 +23,7 @@ use std::fs::File;
 use std::io::Read;
 use std::path::Path;
 
-use super::kernel_image::KernelImageError;
+use super::image_error::KernelImageError;
 
 /// Where `setup_sects` (u8) sits.
 pub(super) const SETUP_SECTS_OFFSET: usize = 0x1F1;

@@ -4,6 +4,7 @@
 
 pub(crate) mod bzimage;
 mod elf;
+mod image_error;
 mod initramfs;
 pub(crate) mod kernel_image;
 pub(crate) mod modules;

@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use libtest_mimic::Failed;
 use vmtest_engine::Settings;
 
+use super::place::{Place, POOL_VAR, RUNNER_VAR};
 use super::wire::{Frame, Request};
-use super::{Place, POOL_VAR, RUNNER_VAR};
 
 /// How long a new pool may take to listen.
 const START_TIMEOUT: Duration = Duration::from_secs(10);

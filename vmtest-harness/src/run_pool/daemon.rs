@@ -18,8 +18,8 @@ use vmtest_engine::{
     chain, Engine, Event, GuestServer, JobId, Reporter, Settings, SetupError, Stream,
 };
 
+use super::place::{Place, POOL_VAR, RUNNER_VAR};
 use super::wire::{Frame, Request};
-use super::{Place, POOL_VAR, RUNNER_VAR};
 use crate::reporter::notice;
 use crate::resolve::resolve_all;
 use crate::{registry, runner, trials};

@@ -9,85 +9,8 @@
 
 mod client;
 mod daemon;
+mod place;
 mod wire;
-
-use std::fs::{self, File};
-use std::io;
-use std::os::fd::AsRawFd;
-use std::os::unix::fs::MetadataExt;
-use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
-
-use rustix::fs::{flock, FlockOperation};
 
 pub(crate) use client::RunPool;
 pub(crate) use daemon::serve_if_requested;
-
-/// Set for the pool's process: where its socket goes (without `.sock`).
-const POOL_VAR: &str = "VMTEST_RUN_POOL";
-/// Set for the pool's process: the pid of the process that runs the tests
-/// (nextest), whose end ends the pool.
-const RUNNER_VAR: &str = "VMTEST_RUN_POOL_RUNNER";
-
-/// Where one pool lives: `NAME.sock`, its socket, and `NAME.lock`, held by
-/// whoever starts or ends it, in the pools' directory.
-struct Place {
-    /// The directory, held open: its files are reached through
-    /// `/proc/self/fd`, whatever the length of its path (a socket's path may
-    /// not be longer than 107 bytes).
-    dir: File,
-    dir_path: PathBuf,
-    name: String,
-}
-
-impl Place {
-    fn open(dir_path: PathBuf, name: String) -> io::Result<Place> {
-        Ok(Place {
-            dir: File::open(&dir_path)?,
-            dir_path,
-            name,
-        })
-    }
-
-    fn path(&self, suffix: &str) -> PathBuf {
-        Path::new("/proc/self/fd")
-            .join(self.dir.as_raw_fd().to_string())
-            .join(format!("{}{suffix}", self.name))
-    }
-
-    fn socket(&self) -> PathBuf {
-        self.path(".sock")
-    }
-
-    fn connect(&self) -> io::Result<UnixStream> {
-        UnixStream::connect(self.socket())
-    }
-
-    /// Holds the lock file, waiting for it (`wait`) or not. A lock file
-    /// removed while this waited is not the lock any more: the one the name
-    /// now gives is taken instead.
-    fn lock(&self, wait: bool) -> io::Result<File> {
-        let operation = match wait {
-            true => FlockOperation::LockExclusive,
-            false => FlockOperation::NonBlockingLockExclusive,
-        };
-        loop {
-            let file = File::options()
-                .create(true)
-                .truncate(false)
-                .write(true)
-                .open(self.path(".lock"))?;
-            flock(&file, operation)?;
-            let held = file.metadata()?.ino();
-            if fs::metadata(self.path(".lock")).is_ok_and(|now| now.ino() == held) {
-                return Ok(file);
-            }
-        }
-    }
-
-    /// Removes the socket and the lock file; call it holding the lock.
-    fn remove(&self) {
-        let _ = fs::remove_file(self.socket());
-        let _ = fs::remove_file(self.path(".lock"));
-    }
-}
