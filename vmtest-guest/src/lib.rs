@@ -24,7 +24,18 @@ use vmtest_contract::boot::SERVER_VAR;
 use vmtest_contract::messages::Verdict;
 
 /// The guest's PID 1, for the initramfs.
-pub static INIT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/vmtest-init"));
+pub static INIT: &[u8] = &INIT_SECTION;
+
+/// The init's bytes, also in a section of their own ([`INIT_SECTION_NAME`]),
+/// where a host of another architecture finds them in a build of this
+/// crate for the guest's (`vmtest --arch`).
+#[used]
+#[link_section = ".vmtest_init"]
+static INIT_SECTION: [u8; INIT_LEN] = *include_bytes!(concat!(env!("OUT_DIR"), "/vmtest-init"));
+const INIT_LEN: usize = include_bytes!(concat!(env!("OUT_DIR"), "/vmtest-init")).len();
+
+/// The section of a binary linking this crate that holds its [`INIT`].
+pub const INIT_SECTION_NAME: &str = ".vmtest_init";
 
 /// Runs the test with the given path in the current process (a child forked
 /// from the server) and says how it went.
@@ -57,5 +68,14 @@ mod tests {
             .any(|segment| segment.name().ok().flatten() == Some("PT_INTERP"));
         assert!(!needs_a_loader);
         assert!(init.imports().unwrap().is_empty(), "{:?}", init.imports());
+    }
+
+    #[test]
+    fn the_init_is_in_its_own_section_of_this_binary() {
+        use object::ObjectSection;
+        let exe = std::fs::read(std::env::current_exe().unwrap()).unwrap();
+        let binary = object::File::parse(&*exe).unwrap();
+        let section = binary.section_by_name(super::INIT_SECTION_NAME).unwrap();
+        assert_eq!(section.data().unwrap(), super::INIT);
     }
 }
