@@ -11,7 +11,7 @@ use regex::Regex;
 use crate::config::{self, Boot, Command, Target, DEFAULT_CPUS, DEFAULT_MEMORY_MIB};
 use crate::kernel::default_kernel;
 use vmtest_contract::units;
-use vmtest_engine::{is_url, url_file_name};
+use vmtest_engine::{is_url, url_file_name, Arch};
 
 const AFTER_HELP: &str = "\
 With a COMMAND (or `-` for an interactive shell), runs it in a guest booted from
@@ -53,7 +53,8 @@ pub struct Args {
     /// The guest's root directory (default: the host's /, read-only)
     #[arg(short, long)]
     pub rootfs: Option<PathBuf>,
-    /// The guest's architecture (only the host's can be booted)
+    /// The guest's architecture: the host's, or aarch64 on x86_64 (emulated;
+    /// needs -r ROOT and a static aarch64 build of vmtest, see the README)
     #[arg(short, long)]
     pub arch: Option<String>,
     /// The QEMU binary
@@ -152,14 +153,6 @@ impl Args {
                 false => "no command: give one after the options (`vmtest -k KERNEL uname -r`), or `-` for a shell".into(),
             }));
         }
-        if let Some(arch) = &self.arch {
-            if arch != std::env::consts::ARCH {
-                return Err(UsageError::Other(format!(
-                    "--arch {arch:?} cannot be booted here: vmtest boots {} guests only",
-                    std::env::consts::ARCH
-                )));
-            }
-        }
         let shell = !self.exec && self.command == ["-"];
         let command = match self.command.split_first() {
             Some((program, args)) if self.exec => Command::Exec {
@@ -199,6 +192,11 @@ impl Args {
             ),
             None => self.kernel_boot(cwd)?,
         };
+        let arch = match &self.arch {
+            Some(name) => config::guest_arch(name, &boot, "-r ROOT")
+                .map_err(|problem| UsageError::Other(problem.replace("`arch`", "--arch")))?,
+            None => Arch::HOST,
+        };
         let path = match &boot {
             Boot::Kernel { kernel, .. } => kernel,
             Boot::Image { image, .. } => image,
@@ -213,6 +211,7 @@ impl Args {
         let target = Target {
             name,
             line: 0,
+            arch,
             boot,
             command,
             cpus: DEFAULT_CPUS,

@@ -22,7 +22,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 use vmtest_contract::units;
-use vmtest_engine::is_url;
+use vmtest_engine::{is_url, Arch};
 
 /// danobi/vmtest's defaults, kept so that a `vmtest.toml` means what it did.
 pub const DEFAULT_CPUS: u32 = 2;
@@ -34,6 +34,8 @@ pub struct Target {
     pub name: String,
     /// Where it is in its file (1-based), for messages.
     pub line: usize,
+    /// The guest's architecture.
+    pub arch: Arch,
     pub boot: Boot,
     pub command: Command,
     pub cpus: u32,
@@ -45,6 +47,31 @@ pub struct Target {
     pub kvm_cpu_args: Option<String>,
     /// The command fails, and its VM is stopped, after this long.
     pub timeout: Option<Duration>,
+}
+
+/// The guest architecture `name` asks for, if `boot` can be of it
+/// (`rootfs` names the setting that gives a guest its root).
+pub fn guest_arch(name: &str, boot: &Boot, rootfs: &str) -> Result<Arch, String> {
+    let arch = Arch::from_name(name)
+        .ok_or_else(|| format!("`arch` {name:?} is not one vmtest knows: use x86_64 or aarch64"))?;
+    if arch == Arch::HOST {
+        return Ok(arch);
+    }
+    match boot {
+        Boot::Image { .. } => Err(format!(
+            "{} disk images cannot be booted on this {} host: give a kernel and a {rootfs}",
+            arch.name(),
+            Arch::HOST.name()
+        )),
+        Boot::Kernel { rootfs: root, .. } if root == Path::new("/") => Err(format!(
+            "an {} guest cannot run this host's {} root: give {rootfs} with an {} userland \
+             (scripts/setup.sh --arm64 makes one)",
+            arch.name(),
+            Arch::HOST.name(),
+            arch.name()
+        )),
+        Boot::Kernel { .. } => Ok(arch),
+    }
 }
 
 /// What a target runs.
@@ -338,19 +365,17 @@ impl Checker<'_> {
                 String::new()
             }
         };
-        if let Some(arch) = &raw.arch {
-            if arch.get_ref() != std::env::consts::ARCH {
-                self.problem(
-                    arch.span(),
-                    format!(
-                        "`arch` {:?} cannot be booted here: vmtest boots {} guests only",
-                        arch.get_ref(),
-                        std::env::consts::ARCH
-                    ),
-                );
-            }
-        }
         let boot = self.boot(&raw, &span);
+        let arch = match (&raw.arch, &boot) {
+            (Some(arch), Some(boot)) => match guest_arch(arch.get_ref(), boot, "rootfs") {
+                Ok(arch) => arch,
+                Err(problem) => {
+                    self.problem(arch.span(), problem);
+                    Arch::HOST
+                }
+            },
+            _ => Arch::HOST,
+        };
         let cpus = match &raw.vm.num_cpus {
             None => DEFAULT_CPUS,
             Some(cpus) if (1..=i64::from(units::MAX_CPUS)).contains(cpus.get_ref()) => {
@@ -403,6 +428,7 @@ impl Checker<'_> {
         Some(Target {
             name,
             line,
+            arch,
             boot: boot?,
             command: Command::Shell(command),
             cpus,
@@ -655,8 +681,13 @@ bios = "disk.qcow2"
             ["D/vmtest.toml:4: target \"a\": `command` is empty: give the shell command to run"]
         );
         assert_eq!(
-            errors(d, "[[target]]\nname = \"a\"\nkernel = \"kernels/vmlinuz-6.12\"\narch = \"aarch64\"\ncommand = \"true\"\n"),
-            ["D/vmtest.toml:4: target \"a\": `arch` \"aarch64\" cannot be booted here: vmtest boots x86_64 guests only"]
+            errors(d, "[[target]]\nname = \"a\"\nkernel = \"kernels/vmlinuz-6.12\"\narch = \"riscv64\"\ncommand = \"true\"\n"),
+            ["D/vmtest.toml:4: target \"a\": `arch` \"riscv64\" is not one vmtest knows: use x86_64 or aarch64"]
+        );
+        let other = Arch::ALL.into_iter().find(|&arch| arch != Arch::HOST).unwrap().name();
+        assert_eq!(
+            errors(d, &format!("[[target]]\nname = \"a\"\nkernel = \"kernels/vmlinuz-6.12\"\narch = \"{other}\"\ncommand = \"true\"\n")),
+            [format!("D/vmtest.toml:4: target \"a\": an {other} guest cannot run this host's {} root: give rootfs with an {other} userland (scripts/setup.sh --arm64 makes one)", Arch::HOST.name())]
         );
         assert_eq!(
             errors(

@@ -32,6 +32,7 @@ pub fn job_for(target: &Target, dir: &Path) -> TargetJob {
             rootfs,
         } => {
             let mut shape = VmShape::new(kernel);
+            shape.arch = target.arch;
             shape.memory_mib = target.memory_mib;
             shape.cpus = target.cpus;
             shape.kernel_args = kernel_args.clone();

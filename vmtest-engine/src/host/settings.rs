@@ -40,6 +40,9 @@ pub struct Settings {
     /// `VMTEST_SNAPSHOT` (default on): VMs after the first of their kind
     /// are restored from a snapshot of it rather than booted.
     pub snapshots: bool,
+    /// `VMTEST_GUEST_AARCH64` (on x86-64 hosts) and the like: static builds
+    /// of the `vmtest` command for guests of other architectures.
+    pub guest_builds: Vec<(Arch, PathBuf)>,
 }
 
 /// A setting that makes every VM impossible.
@@ -106,6 +109,14 @@ impl Settings {
             allowed_splats: var("VMTEST_ALLOWED_SPLATS").filter(|pattern| !pattern.is_empty()),
             kernel_args: var("VMTEST_KERNEL_ARGS").unwrap_or_default(),
             snapshots: flag_or(&var, "VMTEST_SNAPSHOT", true)?,
+            guest_builds: Arch::ALL
+                .into_iter()
+                .filter(|&arch| arch != Arch::HOST)
+                .filter_map(|arch| {
+                    let path = var(arch.guest_build_var()).filter(|path| !path.is_empty())?;
+                    Some((arch, PathBuf::from(path)))
+                })
+                .collect(),
         })
     }
 }

@@ -4,6 +4,7 @@
 
 pub(crate) mod bzimage;
 mod elf;
+pub(crate) mod guest;
 mod image_error;
 mod initramfs;
 pub(crate) mod kernel_image;

@@ -45,6 +45,7 @@ pub enum PrepareError {
 /// than a boot that hangs until its timeout.
 pub(crate) fn prepare(
     shape: &VmShape,
+    init: &[u8],
     cache_dir: &Path,
     as_is: bool,
 ) -> Result<BootMedia, PrepareError> {
@@ -58,7 +59,7 @@ pub(crate) fn prepare(
     let format = kernel_image::format(image)?;
     let version = kernel_image::kernel_version(image)?;
     let modules_dir = modules::locate(image, &version, shape.modules.as_deref())?;
-    let key = prepared::key(image, modules_dir.as_deref(), as_is);
+    let key = prepared::key(image, modules_dir.as_deref(), init, as_is);
     if let Some(media) = key
         .as_deref()
         .and_then(|key| prepared::find(cache_dir, key))
@@ -71,7 +72,7 @@ pub(crate) fn prepare(
         // if it has not, the init says so.
         None => Vec::new(),
     };
-    let initramfs = initramfs::build(vmtest_guest::INIT, &needed, cache_dir)?;
+    let initramfs = initramfs::build(init, &needed, cache_dir)?;
     // PVH is x86's: an arm64 Image is uncompressed already.
     let kernel = match (as_is, format) {
         (false, Format::BzImage) => vmlinux::uncompressed_kernel(image, cache_dir)?,
@@ -149,10 +150,11 @@ mod tests {
     #[test]
     fn bad_kernel_paths_say_what_they_are() {
         let dir = tempfile::tempdir().unwrap();
-        let error = prepare(&VmShape::new(dir.path()), dir.path(), false).unwrap_err();
+        let init = vmtest_guest::INIT;
+        let error = prepare(&VmShape::new(dir.path()), init, dir.path(), false).unwrap_err();
         assert!(error.to_string().contains("is a directory"), "{error}");
         let missing = dir.path().join("vmlinuz");
-        let error = prepare(&VmShape::new(&missing), dir.path(), false).unwrap_err();
+        let error = prepare(&VmShape::new(&missing), init, dir.path(), false).unwrap_err();
         assert!(error.to_string().contains("does not exist"), "{error}");
     }
 }

@@ -9,7 +9,6 @@ use std::fs;
 use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 
 use sha2::{Digest, Sha256};
 
@@ -24,10 +23,14 @@ pub(crate) struct BootMedia {
 
 /// The name of the record for media made from `image`, with its modules in
 /// `modules`; `None` if a file cannot be looked at.
-pub(super) fn key(image: &Path, modules: Option<&Path>, as_is: bool) -> Option<String> {
-    static INIT_DIGEST: OnceLock<Vec<u8>> = OnceLock::new();
+pub(super) fn key(
+    image: &Path,
+    modules: Option<&Path>,
+    init: &[u8],
+    as_is: bool,
+) -> Option<String> {
     let mut digest = Sha256::new();
-    digest.update(INIT_DIGEST.get_or_init(|| Sha256::digest(vmtest_guest::INIT).to_vec()));
+    digest.update(Sha256::digest(init));
     digest.update([u8::from(as_is)]);
     for path in std::iter::once(image).chain(modules) {
         let path = fs::canonicalize(path).ok()?;
@@ -92,7 +95,7 @@ mod tests {
             initramfs: cache.path().join("initramfs"),
         };
         fs::write(&media.initramfs, "cpio").unwrap();
-        let key = key(&image, None, false).unwrap();
+        let key = key(&image, None, b"init", false).unwrap();
         assert!(find(cache.path(), &key).is_none());
         remember(cache.path(), &key, &media);
         let found = find(cache.path(), &key).unwrap();
@@ -100,13 +103,14 @@ mod tests {
             (found.kernel, found.initramfs),
             (media.kernel.clone(), media.initramfs.clone())
         );
-        assert_ne!(Some(&key), super::key(&image, None, true).as_ref());
+        assert_ne!(Some(&key), super::key(&image, None, b"init", true).as_ref());
+        assert_ne!(Some(&key), super::key(&image, None, b"other init", false).as_ref());
         assert_ne!(
             Some(&key),
-            super::key(&image, Some(cache.path()), false).as_ref()
+            super::key(&image, Some(cache.path()), b"init", false).as_ref()
         );
         fs::write(&image, "another kernel").unwrap();
-        assert_ne!(Some(&key), super::key(&image, None, false).as_ref());
+        assert_ne!(Some(&key), super::key(&image, None, b"init", false).as_ref());
         // Media that are gone are made again.
         fs::remove_file(&media.initramfs).unwrap();
         assert!(find(cache.path(), &key).is_none());

@@ -5,7 +5,7 @@
 //! every one is tested whatever the host.
 
 /// A guest architecture.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Arch {
     X86_64,
     Aarch64,
@@ -18,6 +18,18 @@ impl Arch {
     } else {
         Arch::X86_64
     };
+
+    /// Every architecture vmtest knows.
+    pub const ALL: [Arch; 2] = [Arch::X86_64, Arch::Aarch64];
+
+    /// The architecture named `name` (`uname -m`'s or Debian's name).
+    pub fn from_name(name: &str) -> Option<Arch> {
+        match name {
+            "x86_64" | "amd64" => Some(Arch::X86_64),
+            "aarch64" | "arm64" => Some(Arch::Aarch64),
+            _ => None,
+        }
+    }
 
     /// As Rust (`std::env::consts::ARCH`) and `uname -m` name it.
     pub fn name(self) -> &'static str {
@@ -32,6 +44,23 @@ impl Arch {
         match self {
             Arch::X86_64 => "qemu-system-x86_64",
             Arch::Aarch64 => "qemu-system-aarch64",
+        }
+    }
+
+    /// The variable naming a static build of the `vmtest` command for
+    /// guests of this architecture, when it is not the host's.
+    pub fn guest_build_var(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "VMTEST_GUEST_X86_64",
+            Arch::Aarch64 => "VMTEST_GUEST_AARCH64",
+        }
+    }
+
+    /// The ELF `e_machine` of its binaries.
+    pub(crate) fn elf_machine(self) -> u16 {
+        match self {
+            Arch::X86_64 => object::elf::EM_X86_64,
+            Arch::Aarch64 => object::elf::EM_AARCH64,
         }
     }
 
@@ -106,5 +135,10 @@ mod tests {
         assert!(Arch::X86_64.kernel_args().contains(&"acpi=noirq"));
         assert!(Arch::Aarch64.kernel_args().is_empty());
         assert_eq!(Arch::Aarch64.library_dirs()[0], "/lib/aarch64-linux-gnu");
+        for arch in Arch::ALL {
+            assert_eq!(Arch::from_name(arch.name()), Some(arch));
+        }
+        assert_eq!(Arch::from_name("arm64"), Some(Arch::Aarch64));
+        assert_eq!(Arch::from_name("riscv64"), None);
     }
 }

@@ -3,6 +3,8 @@
 use std::fmt;
 use std::path::PathBuf;
 
+use super::arch::Arch;
+
 /// Guest memory when a job does not say.
 pub const DEFAULT_MEMORY_MIB: u32 = 512;
 /// Guest vCPUs when a job does not say. One: under TCG all vCPUs share one
@@ -21,6 +23,10 @@ const PER_JOB_MIB: u32 = 32;
 /// Everything that makes two VMs different.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct VmShape {
+    /// The guest's architecture: the host's unless a build of vmtest for
+    /// another is given (see `Settings::guest_builds`), which then runs
+    /// under emulation.
+    pub arch: Arch,
     /// The kernel image, absolute.
     pub kernel: PathBuf,
     /// Where its modules are, when not found beside it.
@@ -58,6 +64,7 @@ impl VmShape {
     /// A VM of the default size for `kernel`.
     pub fn new(kernel: impl Into<PathBuf>) -> VmShape {
         VmShape {
+            arch: Arch::HOST,
             kernel: kernel.into(),
             modules: None,
             memory_mib: DEFAULT_MEMORY_MIB,
@@ -85,11 +92,11 @@ impl fmt::Display for VmShape {
             |name| name.to_string_lossy().into_owned(),
         );
         let vcpus = if self.cpus == 1 { "vCPU" } else { "vCPUs" };
-        write!(
-            f,
-            "{kernel} ({} MiB, {} {vcpus}",
-            self.memory_mib, self.cpus
-        )?;
+        write!(f, "{kernel} (")?;
+        if self.arch != Arch::HOST {
+            write!(f, "{}, ", self.arch.name())?;
+        }
+        write!(f, "{} MiB, {} {vcpus}", self.memory_mib, self.cpus)?;
         if !self.kernel_args.is_empty() {
             write!(f, ", {}", self.kernel_args)?;
         }
@@ -118,5 +125,10 @@ mod tests {
         shape.cpus = 2;
         shape.kernel_args = "nokaslr".into();
         assert_eq!(shape.to_string(), "vmlinuz-6.1 (512 MiB, 2 vCPUs, nokaslr)");
+        shape.arch = Arch::ALL.into_iter().find(|&arch| arch != Arch::HOST).unwrap();
+        assert_eq!(
+            shape.to_string(),
+            format!("vmlinuz-6.1 ({}, 512 MiB, 2 vCPUs, nokaslr)", shape.arch.name())
+        );
     }
 }

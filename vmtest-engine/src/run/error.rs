@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use crate::host::cache::CacheError;
 use crate::host::settings::SettingsError;
+use crate::media::guest::GuestBuildError;
 use crate::media::prepare::PrepareError;
 use crate::model::death::VmLogs;
 use crate::model::shape::VmShape;
@@ -57,6 +58,8 @@ pub enum SetupError {
     Server(#[source] std::io::Error),
     #[error("the run was cancelled")]
     Cancelled,
+    #[error(transparent)]
+    GuestBuild(#[from] GuestBuildError),
     #[error(
         "the guest agent of {image} says the command ended, but gives neither its exit code \
          nor the signal that killed it"

@@ -16,8 +16,8 @@ use super::error::SetupError;
 use crate::host::cancel;
 use crate::host::run_dir::RunDir;
 use crate::host::settings::Settings;
+use crate::media::guest;
 use crate::media::prepare::{self, kernel_cmdline};
-use crate::model::arch::Arch;
 use crate::model::events::{Event, Reporter, VmId};
 use crate::model::job::GuestServer;
 use crate::model::outcome::chain;
@@ -205,13 +205,28 @@ impl Pool {
     fn boot(&self, shape: &Arc<VmShape>) -> Result<Vm, SetupError> {
         let setup = &self.setup;
         let settings = &setup.settings;
-        let media = prepare::prepare(shape, &settings.cache_dir, settings.boot_image_as_is)
-            .map_err(|source| SetupError::Prepare {
-                kernel: shape.kernel.clone(),
-                source: Box::new(source),
-            })?;
+        let programs = guest::programs(settings, shape.arch)?;
+        let media = prepare::prepare(
+            shape,
+            &programs.init,
+            &settings.cache_dir,
+            settings.boot_image_as_is,
+        )
+        .map_err(|source| SetupError::Prepare {
+            kernel: shape.kernel.clone(),
+            source: Box::new(source),
+        })?;
+        // Another architecture's guests run its build's server.
+        let server = match &programs.server {
+            None => setup.server.clone(),
+            Some(build) => GuestServer {
+                program: build.clone(),
+                args: Vec::new(),
+                ..setup.server.clone()
+            },
+        };
         let kernel_args = format!("{} {}", shape.kernel_args, settings.kernel_args);
-        let cmdline = kernel_cmdline(Arch::HOST, &kernel_args, settings.verbose);
+        let cmdline = kernel_cmdline(shape.arch, &kernel_args, settings.verbose);
         let boot_error = |source| SetupError::Boot {
             shape: Arc::clone(shape),
             source: Box::new(source),
@@ -236,7 +251,7 @@ impl Pool {
             // Apart from every other VM, of this run and of others.
             let vm_tag = format!("vmtest-{}-vm{vm}", setup.run_dir.tag());
             let layout =
-                layout::layout(shape, &setup.server, &setup.shared_dir, &vm_tag, dir.path());
+                layout::layout(shape, &server, &setup.shared_dir, &vm_tag, dir.path());
             let mut spec = BootSpec {
                 settings,
                 media: &media,

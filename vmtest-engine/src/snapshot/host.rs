@@ -25,8 +25,8 @@ use crate::model::arch::Arch;
 
 /// The host's part of a snapshot's name: QEMU `binary` (resolved), run
 /// with `accel`, with what it says kept in `cache_dir`.
-pub(crate) fn identity(binary: &Path, accel: Accel, cache_dir: &Path) -> String {
-    let mut identity = qemu_identity(binary, cache_dir);
+pub(crate) fn identity(binary: &Path, arch: Arch, accel: Accel, cache_dir: &Path) -> String {
+    let mut identity = qemu_identity(binary, arch, cache_dir);
     if accel == Accel::Kvm {
         identity.push_str(&cpu_identity(
             &std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default(),
@@ -35,8 +35,8 @@ pub(crate) fn identity(binary: &Path, accel: Accel, cache_dir: &Path) -> String 
     identity
 }
 
-/// QEMU's version line and the machine `pc` is an alias of.
-fn qemu_identity(binary: &Path, cache_dir: &Path) -> String {
+/// QEMU's version line and the machine `arch`'s machine type is an alias of.
+fn qemu_identity(binary: &Path, arch: Arch, cache_dir: &Path) -> String {
     let Ok(metadata) = std::fs::metadata(binary) else {
         return "qemu: missing\n".into();
     };
@@ -59,7 +59,7 @@ fn qemu_identity(binary: &Path, cache_dir: &Path) -> String {
             .unwrap_or_default()
     };
     let identity = describe(
-        Arch::HOST,
+        arch,
         &said(&["--version"]),
         &said(&["-machine", "help"]),
     );
@@ -155,7 +155,7 @@ mod tests {
             qemu.is_file(),
             "QEMU is not installed: run scripts/setup.sh"
         );
-        let first = identity(&qemu, Accel::Tcg, cache.path());
+        let first = identity(&qemu, Arch::HOST, Accel::Tcg, cache.path());
         assert!(first.contains("machine: pc-"), "{first}");
         assert_eq!(
             std::fs::read_dir(cache.path().join("qemu"))
@@ -163,8 +163,8 @@ mod tests {
                 .count(),
             1
         );
-        assert_eq!(identity(&qemu, Accel::Tcg, cache.path()), first);
-        let kvm = identity(&qemu, Accel::Kvm, cache.path());
+        assert_eq!(identity(&qemu, Arch::HOST, Accel::Tcg, cache.path()), first);
+        let kvm = identity(&qemu, Arch::HOST, Accel::Kvm, cache.path());
         assert!(
             kvm.starts_with(&first) && kvm.contains("cpu flags: "),
             "{kvm}"

@@ -8,6 +8,7 @@ use vmtest_contract::boot::{BootParams, CONTROL_PORT};
 
 use crate::host::settings::Settings;
 use crate::media::prepared::BootMedia;
+use crate::model::accel::Accel;
 use crate::model::arch::Arch;
 use crate::model::shape::VmShape;
 use crate::qemu::command::{self, Export, Machine, QemuConfig};
@@ -57,8 +58,8 @@ impl BootSpec<'_> {
         let shape = self.shape;
         command::arguments(&QemuConfig {
             machine: Machine {
-                arch: Arch::HOST,
-                accel: self.settings.accel.accel,
+                arch: shape.arch,
+                accel: self.accel(),
                 kvm_cpu: shape.kvm_cpu.as_deref(),
                 cpus: shape.cpus,
                 memory_mib: shape.memory_mib,
@@ -77,12 +78,22 @@ impl BootSpec<'_> {
         })
     }
 
-    /// The QEMU binary this VM runs.
+    /// The QEMU binary this VM runs: the shape's, else `VMTEST_QEMU`'s for
+    /// the host's architecture, else the architecture's own QEMU.
     pub(super) fn qemu_binary(&self) -> &Path {
-        self.shape
-            .qemu_binary
-            .as_ref()
-            .unwrap_or(&self.settings.qemu_binary)
+        match (&self.shape.qemu_binary, self.shape.arch == Arch::HOST) {
+            (Some(binary), _) => binary,
+            (None, true) => &self.settings.qemu_binary,
+            (None, false) => Path::new(self.shape.arch.qemu_binary()),
+        }
+    }
+
+    /// The run's accelerator; another architecture's guests are emulated.
+    fn accel(&self) -> Accel {
+        match self.shape.arch == Arch::HOST {
+            true => self.settings.accel.accel,
+            false => Accel::Tcg,
+        }
     }
 
     /// The name of the snapshot this boot saves or restores: its QEMU
@@ -109,8 +120,12 @@ impl BootSpec<'_> {
         };
         let args = neutral.qemu_arguments(&Paths::new(Path::new("/vm")));
         let qemu = process::resolve(self.qemu_binary());
-        let host =
-            snapshot::host::identity(&qemu, self.settings.accel.accel, &self.settings.cache_dir);
+        let host = snapshot::host::identity(
+            &qemu,
+            self.shape.arch,
+            self.accel(),
+            &self.settings.cache_dir,
+        );
         snapshot::key(
             &args,
             &[&self.media.kernel, &self.media.initramfs, &qemu],
