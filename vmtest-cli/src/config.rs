@@ -684,7 +684,11 @@ bios = "disk.qcow2"
             errors(d, "[[target]]\nname = \"a\"\nkernel = \"kernels/vmlinuz-6.12\"\narch = \"riscv64\"\ncommand = \"true\"\n"),
             ["D/vmtest.toml:4: target \"a\": `arch` \"riscv64\" is not one vmtest knows: use x86_64 or aarch64"]
         );
-        let other = Arch::ALL.into_iter().find(|&arch| arch != Arch::HOST).unwrap().name();
+        let other = Arch::ALL
+            .into_iter()
+            .find(|&arch| arch != Arch::HOST)
+            .unwrap()
+            .name();
         assert_eq!(
             errors(d, &format!("[[target]]\nname = \"a\"\nkernel = \"kernels/vmlinuz-6.12\"\narch = \"{other}\"\ncommand = \"true\"\n")),
             [format!("D/vmtest.toml:4: target \"a\": an {other} guest cannot run this host's {} root: give rootfs with an {other} userland (scripts/setup.sh --arm64 makes one)", Arch::HOST.name())]

@@ -37,8 +37,13 @@ pub fn job_for(target: &Target, dir: &Path) -> TargetJob {
             shape.cpus = target.cpus;
             shape.kernel_args = kernel_args.clone();
             shape.root = rootfs.clone();
+            let on_host_root = rootfs == Path::new("/");
             shape.mounts = std::iter::once((PathBuf::from(SHARED_MOUNT), shared.clone(), true))
                 .chain(target.mounts.iter().cloned())
+                .chain(match on_host_root {
+                    true => Vec::new(),
+                    false => reachable_at_host_paths(&target.command, &shared),
+                })
                 .map(|(guest_path, host_path, writable)| Mount {
                     guest_path,
                     host_path,
@@ -48,14 +53,15 @@ pub fn job_for(target: &Target, dir: &Path) -> TargetJob {
             shape.qemu_binary = target.qemu_command.clone();
             shape.qemu_args = target.extra_args.clone();
             shape.kvm_cpu = target.kvm_cpu_args.clone();
-            // As danobi/vmtest: the command starts in the configuration's
-            // directory when the guest sees the host's root, else in `/`.
-            let on_host_root = rootfs == Path::new("/");
+            // As danobi/vmtest: a command starts in the configuration's
+            // directory when the guest sees the host's root, else in `/`; a
+            // program (`--exec`) in the current directory, whatever the root.
+            let exec = matches!(target.command, Command::Exec { .. });
             TargetJob::Kernel(Job {
                 name: target.name.clone(),
                 shape,
                 work: Work::Program(Program {
-                    cwd: on_host_root.then_some(shared),
+                    cwd: (on_host_root || exec).then_some(shared),
                     ..program(&target.command)
                 }),
                 timeout: target.timeout,
@@ -76,6 +82,28 @@ pub fn job_for(target: &Target, dir: &Path) -> TargetJob {
             timeout: target.timeout,
         }),
     }
+}
+
+/// In a guest whose root is not the host's, where a program (`--exec`) and
+/// the current directory `cwd` are mounted at their host paths: the
+/// program's directory read-only, the directory read-write (as it is at
+/// /mnt/vmtest).
+fn reachable_at_host_paths(command: &Command, cwd: &Path) -> Vec<(PathBuf, PathBuf, bool)> {
+    let Command::Exec { program, .. } = command else {
+        return Vec::new();
+    };
+    let program_dir = Path::new(program)
+        .parent()
+        .filter(|dir| dir.is_absolute() && !dir.starts_with(cwd));
+    program_dir
+        .map(|dir| (dir.to_path_buf(), dir.to_path_buf(), false))
+        .into_iter()
+        .chain(std::iter::once((
+            cwd.to_path_buf(),
+            cwd.to_path_buf(),
+            true,
+        )))
+        .collect()
 }
 
 /// What runs `command`: shell code by `bash -c`, as danobi/vmtest runs a

@@ -91,6 +91,10 @@ pub struct BootParams {
     pub tmp_binds: Vec<PathBuf>,
     /// Directories mounted over 9p, after the binds.
     pub shares: Vec<Share>,
+    /// The guest's root is an overlay of the shared root and a tmpfs, so
+    /// that mount points missing from a read-only root can be made (what
+    /// the guest writes there stays in it).
+    pub overlay: bool,
     pub server: ServerCommand,
     /// The host's time when it sent the line (`CLOCK_REALTIME`, in
     /// nanoseconds since the epoch): the guest's clock is set to it, as a
@@ -118,6 +122,9 @@ impl BootParams {
             word("share-tag", share.tag.as_bytes());
             word("share-guest", share.guest_path.as_os_str().as_bytes());
             word("share-mode", mode);
+        }
+        if self.overlay {
+            word("overlay", b"1");
         }
         word("program", self.server.program.as_os_str().as_bytes());
         for arg in &self.server.args {
@@ -164,6 +171,7 @@ impl BootParams {
                         writable,
                     });
                 }
+                "overlay" => params.overlay = true,
                 "program" => params.server.program = absolute(key, bytes)?,
                 "arg" => params.server.args.push(OsString::from_vec(bytes)),
                 "env" => params.server.env.push(OsString::from_vec(bytes)),

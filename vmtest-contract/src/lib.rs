@@ -44,6 +44,7 @@ mod tests {
                     writable: false,
                 },
             ],
+            overlay: true,
             server: ServerCommand {
                 program: PathBuf::from("/tmp/a b/target/debug/deps/kernels-0123"),
                 args: vec![

@@ -140,6 +140,9 @@ const NEWROOT: &str = "/newroot";
 /// The 9p options of the root and the shares. The root caches (it is
 /// read-only and lives for one run: `cache=loose` makes a second exec of a
 /// library-heavy program 4-5x faster); shares do not (the host may write).
+/// With an overlay root: where the shared root is, and the tmpfs on it.
+const OVERLAY_LOWER: &str = "/overlay/lower";
+const OVERLAY_UPPER: &str = "/overlay/rw";
 const ROOT_9P_OPTIONS: &str = "trans=virtio,version=9p2000.L,msize=512000,cache=loose";
 const SHARE_9P_OPTIONS: &str = "trans=virtio,version=9p2000.L,msize=512000,cache=none";
 /// How long devices that appear asynchronously may take (bounded: a boot
@@ -204,7 +207,7 @@ fn boot() -> Result<()> {
     if let Err(err) = set_clock(params.clock_ns).and_then(|()| seed_random(&params.seed)) {
         warn!("{err}");
     }
-    step("mount the host root", mount_root)?;
+    step("mount the host root", || mount_root(params.overlay))?;
     step("mount /run", || mount_all(RUN_MOUNTS))?;
     step("bind host paths under /tmp", || bind_host_tmp(&params.tmp_binds))?;
     step("mount inside the new root", || mount_all(NEWROOT_MOUNTS))?;
@@ -422,17 +425,41 @@ fn mount_all(table: &[Mount]) -> Result<()> {
     Ok(())
 }
 
-/// The host root, read-only.
-fn mount_root() -> Result<()> {
+/// The host root (or the root the host gave), read-only; with `overlay`,
+/// under an overlay whose upper layer is a tmpfs, so that mount points the
+/// root lacks can be made (writes stay in the guest).
+fn mount_root(overlay: bool) -> Result<()> {
     let target = Path::new(NEWROOT);
-    fs::create_dir_all(target).map_err(|err| format!("create {NEWROOT}: {err}"))?;
+    let shared = if overlay { Path::new(OVERLAY_LOWER) } else { target };
+    fs::create_dir_all(shared).map_err(|err| format!("create {}: {err}", shared.display()))?;
     // The 9p file system (ENODEV) or the virtio channel with our tag
     // (ENOENT) may register a moment after the module load returns.
     let transient = |err: &io::Error| matches!(err.raw_os_error(), Some(sys::ENOENT | sys::ENODEV));
     retry(transient, || {
-        mount(contract::ROOT_TAG, target, "9p", MS_RDONLY, ROOT_9P_OPTIONS)
+        mount(contract::ROOT_TAG, shared, "9p", MS_RDONLY, ROOT_9P_OPTIONS)
     })
-    .map_err(|err| nine_p_error(contract::ROOT_TAG, target, &err))
+    .map_err(|err| nine_p_error(contract::ROOT_TAG, shared, &err))?;
+    if !overlay {
+        return Ok(());
+    }
+    let upper = Path::new(OVERLAY_UPPER);
+    fs::create_dir_all(upper)
+        .and_then(|()| mount("tmpfs", upper, "tmpfs", TMP, "mode=0755"))
+        .and_then(|()| fs::create_dir_all(upper.join("upper")))
+        .and_then(|()| fs::create_dir_all(upper.join("work")))
+        .and_then(|()| fs::create_dir_all(target))
+        .and_then(|()| {
+            let layers = format!(
+                "lowerdir={OVERLAY_LOWER},upperdir={OVERLAY_UPPER}/upper,workdir={OVERLAY_UPPER}/work"
+            );
+            mount("overlay", target, "overlay", 0, &layers)
+        })
+        .map_err(|err| {
+            format!(
+                "make the root an overlay, for mount points it lacks: {err} (the kernel needs \
+                 overlayfs: CONFIG_OVERLAY_FS, built in or as a module)"
+            )
+        })
 }
 
 /// Gives the guest a private tmpfs `/tmp` (a 9p `/tmp` would break

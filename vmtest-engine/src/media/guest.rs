@@ -33,7 +33,10 @@ pub enum GuestBuildError {
         "{arch} guests need a static build of vmtest for {arch}: set {var} to one \
          (scripts/setup.sh --arm64 builds it; see the README)"
     )]
-    Missing { arch: &'static str, var: &'static str },
+    Missing {
+        arch: &'static str,
+        var: &'static str,
+    },
     #[error("{path} (from {var}) cannot be read as an ELF binary: {reason}")]
     Unreadable {
         path: PathBuf,
@@ -98,9 +101,12 @@ enum Problem {
 fn init_of(build: &Path, arch: Arch) -> Result<Vec<u8>, Problem> {
     let file = File::open(build).map_err(|error| Problem::Unreadable(error.to_string()))?;
     let cache = ReadCache::new(file);
-    let elf = object::File::parse(&cache).map_err(|error| Problem::Unreadable(error.to_string()))?;
+    let elf =
+        object::File::parse(&cache).map_err(|error| Problem::Unreadable(error.to_string()))?;
     if elf_machine(&elf) != Some(arch.elf_machine()) {
-        return Err(Problem::NotAGuestBuild("it is a binary of another architecture"));
+        return Err(Problem::NotAGuestBuild(
+            "it is a binary of another architecture",
+        ));
     }
     // In a guest whose root is another architecture's, a loader is found
     // nowhere.
@@ -160,17 +166,29 @@ mod tests {
 
     #[test]
     fn another_architecture_needs_a_static_build_for_it() {
-        let other = Arch::ALL.into_iter().find(|&arch| arch != Arch::HOST).unwrap();
+        let other = Arch::ALL
+            .into_iter()
+            .find(|&arch| arch != Arch::HOST)
+            .unwrap();
         let error = programs(&settings_with(Vec::new()), other).unwrap_err();
-        assert!(error.to_string().contains(other.guest_build_var()), "{error}");
+        assert!(
+            error.to_string().contains(other.guest_build_var()),
+            "{error}"
+        );
         // This test binary is of the host's architecture, and dynamic.
         let exe = std::env::current_exe().unwrap();
         let error = programs(&settings_with(vec![(other, exe)]), other).unwrap_err();
-        assert!(matches!(error, GuestBuildError::NotAGuestBuild { .. }), "{error}");
+        assert!(
+            matches!(error, GuestBuildError::NotAGuestBuild { .. }),
+            "{error}"
+        );
         let not_elf = tempfile::NamedTempFile::new().unwrap();
-        let error = programs(&settings_with(vec![(other, not_elf.path().into())]), other)
-            .unwrap_err();
-        assert!(matches!(error, GuestBuildError::Unreadable { .. }), "{error}");
+        let error =
+            programs(&settings_with(vec![(other, not_elf.path().into())]), other).unwrap_err();
+        assert!(
+            matches!(error, GuestBuildError::Unreadable { .. }),
+            "{error}"
+        );
     }
 
     #[test]

@@ -34,6 +34,10 @@ pub(crate) const GUEST_MODULES: &[&str] = &[
     "9p",
 ];
 
+/// Loaded when the kernel has them: overlayfs makes the guest's root an
+/// overlay when a root other than the host's lacks a mount point.
+pub(crate) const OPTIONAL_GUEST_MODULES: &[&str] = &["overlay"];
+
 /// The largest module accepted, after decompression (the largest Debian
 /// module is about 20 MiB); a guard against a corrupt or hostile `.ko.xz`.
 const MAX_MODULE_SIZE: u64 = 256 << 20;
@@ -454,9 +458,12 @@ fn read_builtin(dir: &Path) -> Result<Option<BTreeSet<String>>, ModulesError> {
 /// A wanted module that is neither a file nor listed in `modules.builtin` is
 /// an error when that file exists; without it, the module is assumed built
 /// in. A missing dependency, or a dependency cycle, is always an error.
+/// Then the `optional` modules the kernel has (a missing one, or one whose
+/// dependencies are missing, is left out).
 pub(crate) fn resolve(
     index: &ModuleIndex,
     wanted: &[&str],
+    optional: &[&str],
 ) -> Result<Vec<ModuleFile>, ModulesError> {
     let mut resolver = Resolver {
         index,
@@ -466,6 +473,14 @@ pub(crate) fn resolve(
     };
     for name in wanted {
         resolver.visit(&normalize(name), None)?;
+    }
+    for name in optional {
+        let (order, done) = (resolver.order.len(), resolver.done.clone());
+        if resolver.visit(&normalize(name), None).is_err() {
+            resolver.order.truncate(order);
+            resolver.done = done;
+            resolver.path.clear();
+        }
     }
     Ok(resolver.order)
 }
@@ -705,13 +720,28 @@ mod tests {
         write_module(dir.path(), "kernel/lib/leaf.ko", "");
         write_module(dir.path(), "kernel/lib/other.ko", "leaf");
         let index = ModuleIndex::load(dir.path(), "6.1.0-test").unwrap();
-        let order = resolve(&index, &["top", "other", "top"]).unwrap();
+        let order = resolve(&index, &["top", "other", "top"], &[]).unwrap();
         assert_eq!(names(&order), ["leaf", "mid_one", "top", "other"]);
         assert_dependencies_first(&order);
         assert_eq!(
-            names(&resolve(&index, &["top", "other"]).unwrap()),
+            names(&resolve(&index, &["top", "other"], &[]).unwrap()),
             names(&order)
         );
+    }
+
+    #[test]
+    fn optional_modules_come_when_the_kernel_has_them() {
+        let dir = tempfile::tempdir().unwrap();
+        write_module(dir.path(), "kernel/fs/overlay.ko", "");
+        write_module(dir.path(), "kernel/a.ko", "");
+        write_module(dir.path(), "kernel/needs_missing.ko", "missing");
+        fs::write(dir.path().join("modules.builtin"), "").unwrap();
+        let index = ModuleIndex::load(dir.path(), "6.1.0-test").unwrap();
+        let order = resolve(&index, &["a"], &["overlay", "absent", "needs_missing"]).unwrap();
+        assert_eq!(names(&order), ["a", "overlay"]);
+        // Not optional, the same are errors.
+        assert!(resolve(&index, &["a", "absent"], &[]).is_err());
+        assert!(resolve(&index, &["needs_missing"], &[]).is_err());
     }
 
     #[test]
@@ -722,7 +752,7 @@ mod tests {
         assert_eq!(is_builtin(&index, "virtio_pci"), None);
         // No modules.builtin: assumed built in.
         assert_eq!(
-            names(&resolve(&index, &["virtio_pci", "a"]).unwrap()),
+            names(&resolve(&index, &["virtio_pci", "a"], &[]).unwrap()),
             ["a"]
         );
 
@@ -734,10 +764,10 @@ mod tests {
         let index = ModuleIndex::load(dir.path(), "6.1.0-test").unwrap();
         assert_eq!(is_builtin(&index, "virtio-pci"), Some(true));
         assert_eq!(
-            names(&resolve(&index, &["virtio_pci", "a"]).unwrap()),
+            names(&resolve(&index, &["virtio_pci", "a"], &[]).unwrap()),
             ["a"]
         );
-        let err = resolve(&index, &["9p"]).unwrap_err();
+        let err = resolve(&index, &["9p"], &[]).unwrap_err();
         assert!(matches!(err, ModulesError::NotAvailable { .. }), "{err:?}");
         assert!(
             err.to_string()
@@ -751,7 +781,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         write_module(dir.path(), "kernel/a.ko", "gone,builtin_one");
         let index = ModuleIndex::load(dir.path(), "6.1.0-test").unwrap();
-        let err = resolve(&index, &["a"]).unwrap_err().to_string();
+        let err = resolve(&index, &["a"], &[]).unwrap_err().to_string();
         assert!(
             err.contains("module a ") && err.contains("depends on gone"),
             "{err}"
@@ -765,7 +795,7 @@ mod tests {
         )
         .unwrap();
         let index = ModuleIndex::load(dir.path(), "6.1.0-test").unwrap();
-        assert_eq!(names(&resolve(&index, &["a"]).unwrap()), ["gone", "a"]);
+        assert_eq!(names(&resolve(&index, &["a"], &[]).unwrap()), ["gone", "a"]);
     }
 
     #[test]
@@ -776,9 +806,9 @@ mod tests {
         write_module(dir.path(), "kernel/c.ko", "a");
         write_module(dir.path(), "kernel/self.ko", "self");
         let index = ModuleIndex::load(dir.path(), "6.1.0-test").unwrap();
-        let err = resolve(&index, &["a"]).unwrap_err().to_string();
+        let err = resolve(&index, &["a"], &[]).unwrap_err().to_string();
         assert!(err.contains("a -> b -> c -> a"), "{err}");
-        let err = resolve(&index, &["self"]).unwrap_err().to_string();
+        let err = resolve(&index, &["self"], &[]).unwrap_err().to_string();
         assert!(err.contains("self -> self"), "{err}");
     }
 
@@ -790,7 +820,7 @@ mod tests {
         write_module(dir.path(), "kernel/g.ko.gz", "");
         write_module(dir.path(), "kernel/x.ko.xz", "");
         let index = ModuleIndex::load(dir.path(), "6.1.0-test").unwrap();
-        let order = resolve(&index, &["a"]).unwrap();
+        let order = resolve(&index, &["a"], &[]).unwrap();
         assert_eq!(names(&order), ["z", "g", "x", "a"]);
         for module in &order {
             let elf = module.elf_bytes().unwrap();
@@ -812,18 +842,18 @@ mod tests {
         fs::write(dir.path().join("kernel/badxz.ko.xz"), b"\xfd7zXZ\0 broken").unwrap();
         fs::write(dir.path().join("kernel/bare.ko"), fake_module(b"")).unwrap();
         let index = ModuleIndex::load(dir.path(), "6.1.0-test").unwrap();
-        let err = resolve(&index, &["junk"]).unwrap_err();
+        let err = resolve(&index, &["junk"], &[]).unwrap_err();
         assert!(matches!(err, ModulesError::Elf { .. }), "{err:?}");
-        let err = resolve(&index, &["badxz"]).unwrap_err();
+        let err = resolve(&index, &["badxz"], &[]).unwrap_err();
         assert!(matches!(err, ModulesError::ReadModule { .. }), "{err:?}");
         // A .modinfo section that is there but empty: no dependencies.
-        assert_eq!(names(&resolve(&index, &["bare"]).unwrap()), ["bare"]);
+        assert_eq!(names(&resolve(&index, &["bare"], &[]).unwrap()), ["bare"]);
         // No .modinfo at all: not a module.
         let mut elf = fake_module(b"");
         let at = elf.windows(8).position(|w| w == b".modinfo").unwrap();
         elf[at..at + 8].copy_from_slice(b".notinfo");
         fs::write(dir.path().join("kernel/bare.ko"), elf).unwrap();
-        let err = resolve(&index, &["bare"]).unwrap_err();
+        let err = resolve(&index, &["bare"], &[]).unwrap_err();
         assert!(matches!(err, ModulesError::NoModinfo { .. }), "{err:?}");
     }
 
@@ -901,7 +931,7 @@ mod tests {
         let started = Instant::now();
         let index = ModuleIndex::load(&dir, &version).unwrap();
         let indexed = started.elapsed();
-        let order = resolve(&index, GUEST_MODULES).unwrap();
+        let order = resolve(&index, GUEST_MODULES, &[]).unwrap();
         let resolved = started.elapsed() - indexed;
         println!(
             "{kernel}: index {} files in {indexed:?}, resolve {} modules in {resolved:?}",

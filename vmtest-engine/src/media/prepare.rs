@@ -9,7 +9,7 @@ use vmtest_contract::boot::DEBUG_PARAM;
 
 use super::initramfs::{self, InitramfsError};
 use super::kernel_image::{self, Format, KernelImageError};
-use super::modules::{self, ModuleIndex, ModulesError, GUEST_MODULES};
+use super::modules::{self, ModuleIndex, ModulesError, GUEST_MODULES, OPTIONAL_GUEST_MODULES};
 use super::prepared::{self, BootMedia};
 use super::vmlinux::{self, VmlinuxError};
 use crate::host::cache;
@@ -67,7 +67,11 @@ pub(crate) fn prepare(
         return Ok(media);
     }
     let needed = match modules_dir {
-        Some(dir) => modules::resolve(&ModuleIndex::load(&dir, &version)?, GUEST_MODULES)?,
+        Some(dir) => modules::resolve(
+            &ModuleIndex::load(&dir, &version)?,
+            GUEST_MODULES,
+            OPTIONAL_GUEST_MODULES,
+        )?,
         // Nothing to load: the kernel must have 9p and virtio built in, and
         // if it has not, the init says so.
         None => Vec::new(),

@@ -104,13 +104,19 @@ mod tests {
             (media.kernel.clone(), media.initramfs.clone())
         );
         assert_ne!(Some(&key), super::key(&image, None, b"init", true).as_ref());
-        assert_ne!(Some(&key), super::key(&image, None, b"other init", false).as_ref());
+        assert_ne!(
+            Some(&key),
+            super::key(&image, None, b"other init", false).as_ref()
+        );
         assert_ne!(
             Some(&key),
             super::key(&image, Some(cache.path()), b"init", false).as_ref()
         );
         fs::write(&image, "another kernel").unwrap();
-        assert_ne!(Some(&key), super::key(&image, None, b"init", false).as_ref());
+        assert_ne!(
+            Some(&key),
+            super::key(&image, None, b"init", false).as_ref()
+        );
         // Media that are gone are made again.
         fs::remove_file(&media.initramfs).unwrap();
         assert!(find(cache.path(), &key).is_none());

@@ -125,10 +125,16 @@ mod tests {
         shape.cpus = 2;
         shape.kernel_args = "nokaslr".into();
         assert_eq!(shape.to_string(), "vmlinuz-6.1 (512 MiB, 2 vCPUs, nokaslr)");
-        shape.arch = Arch::ALL.into_iter().find(|&arch| arch != Arch::HOST).unwrap();
+        shape.arch = Arch::ALL
+            .into_iter()
+            .find(|&arch| arch != Arch::HOST)
+            .unwrap();
         assert_eq!(
             shape.to_string(),
-            format!("vmlinuz-6.1 ({}, 512 MiB, 2 vCPUs, nokaslr)", shape.arch.name())
+            format!(
+                "vmlinuz-6.1 ({}, 512 MiB, 2 vCPUs, nokaslr)",
+                shape.arch.name()
+            )
         );
     }
 }

@@ -250,8 +250,7 @@ impl Pool {
                 .map_err(|error| boot_error(BootError::Workdir(error)))?;
             // Apart from every other VM, of this run and of others.
             let vm_tag = format!("vmtest-{}-vm{vm}", setup.run_dir.tag());
-            let layout =
-                layout::layout(shape, &server, &setup.shared_dir, &vm_tag, dir.path());
+            let layout = layout::layout(shape, &server, &setup.shared_dir, &vm_tag, dir.path());
             let mut spec = BootSpec {
                 settings,
                 media: &media,

@@ -58,11 +58,7 @@ fn qemu_identity(binary: &Path, arch: Arch, cache_dir: &Path) -> String {
             .map(|output| String::from_utf8_lossy(&output.stdout).into_owned())
             .unwrap_or_default()
     };
-    let identity = describe(
-        arch,
-        &said(&["--version"]),
-        &said(&["-machine", "help"]),
-    );
+    let identity = describe(arch, &said(&["--version"]), &said(&["-machine", "help"]));
     // Unkept, it is only asked again.
     let _ = cache::store(&dir, &name, |file| file.write_all(identity.as_bytes()));
     identity

@@ -13,7 +13,7 @@ use crate::model::job::GuestServer;
 use crate::model::shape::VmShape;
 use crate::qemu::command::Export;
 use vmtest_contract::boot::{
-    BootParams, ServerCommand, Share, GUEST_TMP, SERVER_VAR, SHARE_TAG_PREFIX,
+    under, BootParams, ServerCommand, Share, GUEST_TMP, SERVER_VAR, SHARE_TAG_PREFIX,
 };
 use vmtest_contract::SHARED_DIR_VAR;
 
@@ -104,11 +104,22 @@ pub(crate) fn layout(
         true => tmp_binds([command.program.as_path(), command.cwd.as_path()]),
         false => Vec::new(),
     };
+    // A root not the host's (another distribution, another architecture's)
+    // may lack the directories shares go on: the guest then makes them in
+    // an overlay. (Under /mnt, /tmp and /run, the init makes them anyway.)
+    let overlay = !host_root
+        && shares.iter().any(|share| {
+            let made_anyway = ["/mnt", "/tmp", "/run"]
+                .iter()
+                .any(|dir| share.guest_path.starts_with(dir));
+            !made_anyway && !under(&shape.root, &share.guest_path).is_dir()
+        });
     Layout {
         exports,
         params: BootParams {
             tmp_binds,
             shares,
+            overlay,
             server: ServerCommand { env, ..command },
             // The VM sets them when it sends the line.
             clock_ns: 0,

@@ -336,7 +336,7 @@ mod tests {
         let dir = modules::locate(&image, &version, None).unwrap().unwrap();
         let index = ModuleIndex::load(&dir, &version).unwrap();
         let t_index = started.elapsed();
-        let order = modules::resolve(&index, GUEST_MODULES).unwrap();
+        let order = modules::resolve(&index, GUEST_MODULES, &[]).unwrap();
         let t_resolve = started.elapsed();
         let path = build(&init, &order, cache.path()).unwrap();
         let t_build = started.elapsed();
