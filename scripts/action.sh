@@ -52,7 +52,11 @@ as_root() {
 
 install() {
     local missing=()
-    command -v qemu-system-x86_64 >/dev/null || missing+=(qemu-system-x86)
+    # The runner's own architecture: guests are native (KVM where it has it).
+    case $(uname -m) in
+        aarch64) command -v qemu-system-aarch64 >/dev/null || missing+=(qemu-system-arm) ;;
+        *) command -v qemu-system-x86_64 >/dev/null || missing+=(qemu-system-x86) ;;
+    esac
     command -v qemu-ga >/dev/null || [[ -x /usr/sbin/qemu-ga ]] || missing+=(qemu-guest-agent)
     # UEFI firmware is only recommended by QEMU's package, which recommends
     # are not installed with.

@@ -6,7 +6,8 @@
 //! arm64 `Image` (`Documentation/arch/arm64/booting.rst`: a 64-byte header
 //! with the magic `ARM\x64` at 0x38, then the kernel, uncompressed) does
 //! not; its `linux_banner`, `Linux version 6.12.118+deb12-arm64 (...)`, is
-//! found in it instead.
+//! found in it instead. Ubuntu ships it gzip-compressed, as QEMU boots it
+//! too.
 
 use std::fs::File;
 use std::io::{self, Read};
@@ -34,14 +35,26 @@ pub(crate) enum Format {
 }
 
 /// The format of the image at `path`, from its first bytes: an arm64
-/// `Image`, else taken for a bzImage (whose reader says what is wrong).
+/// `Image` (gzip-compressed or not), else taken for a bzImage (whose reader
+/// says what is wrong).
 pub(crate) fn format(image: &Path) -> Result<Format, KernelImageError> {
     let mut head = [0u8; ARM64_MAGIC_OFFSET + 4];
-    let mut file = File::open(image).map_err(read_error(image))?;
-    let read = read_up_to(&mut file, &mut head).map_err(read_error(image))?;
+    let read = read_up_to(&mut open(image)?, &mut head).map_err(read_error(image))?;
     Ok(match head[..read].get(ARM64_MAGIC_OFFSET..) {
         Some(magic) if magic == ARM64_MAGIC => Format::Arm64Image,
         _ => Format::BzImage,
+    })
+}
+
+/// The image's bytes, decompressed if it is gzip-compressed.
+fn open(image: &Path) -> Result<Box<dyn Read>, KernelImageError> {
+    let mut file = File::open(image).map_err(read_error(image))?;
+    let mut magic = [0u8; 2];
+    let read = read_up_to(&mut file, &mut magic).map_err(read_error(image))?;
+    let file = File::open(image).map_err(read_error(image))?;
+    Ok(match (read, magic) {
+        (2, [0x1f, 0x8b]) => Box::new(flate2::read::GzDecoder::new(file)),
+        _ => Box::new(file),
     })
 }
 
@@ -55,7 +68,7 @@ pub fn kernel_version(image: &Path) -> Result<String, KernelImageError> {
 
 /// The release in the image's `Linux version` banner.
 fn banner_release(image: &Path) -> Result<String, KernelImageError> {
-    let mut file = File::open(image).map_err(read_error(image))?;
+    let mut file = open(image)?;
     // A banner cut by a chunk's end is found whole in the next, which
     // starts with the end of this one.
     const KEEP: usize = 256;
@@ -105,7 +118,7 @@ fn read_error(image: &Path) -> impl Fn(io::Error) -> KernelImageError + '_ {
 }
 
 /// Fills `buffer` as far as the file goes; returns how much it read.
-fn read_up_to(file: &mut File, buffer: &mut [u8]) -> io::Result<usize> {
+fn read_up_to(file: &mut impl Read, buffer: &mut [u8]) -> io::Result<usize> {
     let mut filled = 0;
     while filled < buffer.len() {
         match file.read(&mut buffer[filled..]) {
@@ -139,6 +152,22 @@ mod tests {
         std::fs::write(&path, arm64_image(CHUNK - 20, body)).unwrap();
         assert_eq!(format(&path).unwrap(), Format::Arm64Image);
         assert_eq!(kernel_version(&path).unwrap(), "6.12.118+deb12-arm64");
+    }
+
+    #[test]
+    fn a_gzip_compressed_arm64_image_is_read_through() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("vmlinuz");
+        let mut gzip = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gzip.write_all(&arm64_image(
+            4096,
+            b"Linux version 6.12.0-061200-generic (kernel@ubuntu)",
+        ))
+        .unwrap();
+        std::fs::write(&path, gzip.finish().unwrap()).unwrap();
+        assert_eq!(format(&path).unwrap(), Format::Arm64Image);
+        assert_eq!(kernel_version(&path).unwrap(), "6.12.0-061200-generic");
     }
 
     #[test]

@@ -26,6 +26,15 @@ pub enum PrepareError {
     Directory(PathBuf),
     #[error(transparent)]
     Image(#[from] KernelImageError),
+    #[error(
+        "kernel image {path} is an {image_arch} kernel, and the guest is {guest_arch}: \
+         give a kernel of the guest's architecture, or --arch / `arch` for the kernel's"
+    )]
+    WrongArch {
+        path: PathBuf,
+        image_arch: &'static str,
+        guest_arch: &'static str,
+    },
     #[error(transparent)]
     Modules(#[from] ModulesError),
     #[error(transparent)]
@@ -57,6 +66,17 @@ pub(crate) fn prepare(
         return Err(PrepareError::Missing(image.clone()));
     }
     let format = kernel_image::format(image)?;
+    let image_arch = match format {
+        Format::BzImage => Arch::X86_64,
+        Format::Arm64Image => Arch::Aarch64,
+    };
+    if image_arch != shape.arch {
+        return Err(PrepareError::WrongArch {
+            path: image.clone(),
+            image_arch: image_arch.name(),
+            guest_arch: shape.arch.name(),
+        });
+    }
     let version = kernel_image::kernel_version(image)?;
     let modules_dir = modules::locate(image, &version, shape.modules.as_deref())?;
     let key = prepared::key(image, modules_dir.as_deref(), init, as_is);
@@ -149,6 +169,20 @@ mod tests {
             kernel_cmdline(Arch::Aarch64, "", false),
             "console=ttyAMA0 panic=-1 oops=panic printk.devkmsg=on rdinit=/init"
         );
+    }
+
+    #[test]
+    fn a_kernel_of_another_architecture_is_refused_before_anything_boots() {
+        let dir = tempfile::tempdir().unwrap();
+        let image = dir.path().join("Image");
+        let mut arm64 = vec![0u8; 4096];
+        arm64[0x38..0x3c].copy_from_slice(b"ARM\x64");
+        std::fs::write(&image, arm64).unwrap();
+        let mut shape = VmShape::new(&image);
+        shape.arch = Arch::X86_64;
+        let error = prepare(&shape, vmtest_guest::INIT, dir.path(), false).unwrap_err();
+        assert!(matches!(error, PrepareError::WrongArch { .. }), "{error}");
+        assert!(error.to_string().contains("an aarch64 kernel"), "{error}");
     }
 
     #[test]
