@@ -36,7 +36,8 @@
 //!
 //! # Known limitations
 //!
-//! - x86-64 hosts and guests, QEMU installed on the host.
+//! - Guests of the host's architecture (x86-64 or aarch64), QEMU installed on
+//!   the host.
 //! - The guest has its own `/tmp` and `/run`; of the host's `/tmp`, only the
 //!   directories holding the test binary, the working directory and the
 //!   shared directory are visible in it (read-only).
