@@ -22,6 +22,9 @@ And the examples' tests under `cargo nextest run` (one process, so one VM,
 per test) beside `cargo test`.
 And a crate's plain tests (one test binary) under `cargo test`, on the
 host and with `vmtest --exec` as cargo's target runner.
+And aarch64 guests (scripts/setup-arm64.sh): `vmtest --arch aarch64 ...
+true` booted and restored, beside plain qemu-system-aarch64 booting the
+same arm64 kernel to a power-off init.
 And what N idle VMs of one shape, restored at once in processes of their
 own, cost the host (their QEMUs' PSS: shared pages counted once).
 Each figure is the median of --reps runs; ratios are taken within this run.
@@ -171,6 +174,56 @@ def runner_bench(reps):
     print(f"  run  examples/bpf's lib tests, cargo test      {host:6.2f} s")
     print(f" 6.12  the same, vmtest --exec as cargo's runner  {guest:6.2f} s"
           f"   {guest - host:+5.2f} s per test binary")
+
+
+ARM64 = KERNELS / "arm64"
+
+
+def arm64_bench(reps):
+    """aarch64 guests under emulation (scripts/setup-arm64.sh): plain
+    qemu-system-aarch64 booting each arm64 kernel to a power-off init,
+    beside `vmtest --arch aarch64 ... true` (512 MiB, one vCPU), booted and
+    restored."""
+    if not (ARM64 / "vmtest").exists():
+        print("  n/a  aarch64: kernels/arm64 is missing (scripts/setup-arm64.sh)")
+        return
+    ours = build_command()
+    with tempfile.TemporaryDirectory() as workdir:
+        workdir = Path(workdir)
+        subprocess.run(["aarch64-linux-gnu-gcc", "-static", "-O2", "-o", str(workdir / "init"),
+                        str(ROOT / "bench/poweroff-init.c")], check=True)
+        floor_initramfs = workdir / "floor.cpio"
+        with open(floor_initramfs, "wb") as out:
+            subprocess.run(["cpio", "--quiet", "-o", "-H", "newc"], input=b"init\n", cwd=workdir,
+                           stdout=out, check=True)
+        env = {"VMTEST_GUEST_AARCH64": str(ARM64 / "vmtest")}
+        for series in SERIES:
+            kernel = (ARM64 / f"vmlinuz-{series}").resolve()
+            config = workdir / f"vmtest-{series}.toml"
+            config.write_text(
+                f'[[target]]\nname = "arm"\nkernel = "{kernel}"\nrootfs = "{ARM64 / "root"}"\n'
+                'arch = "aarch64"\ncommand = "true"\n[target.vm]\nmemory = "512M"\nnum_cpus = 1\n')
+            command = [ours, "-c", config]
+            timed(command, env)  # makes the snapshot
+            runs = {"floor": [], "booted": [], "restored": []}
+            for _ in range(reps):
+                started = time.monotonic()
+                subprocess.run(
+                    ["qemu-system-aarch64", "-nodefaults", "-no-user-config", "-nographic",
+                     "-display", "none", "-no-reboot", "-machine", "virt,gic-version=max",
+                     "-accel", "tcg,thread=single", "-cpu", "max", "-smp", "1", "-m", "512M",
+                     "-kernel", str(kernel), "-initrd", str(floor_initramfs), "-serial", "null",
+                     "-append", "console=ttyAMA0 panic=-1 rdinit=/init"],
+                    check=True, timeout=300, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                runs["floor"].append(time.monotonic() - started)
+                runs["booted"].append(timed(command, dict(env, VMTEST_SNAPSHOT="0")))
+                runs["restored"].append(timed(command, env))
+            floor, booted, restored = (statistics.median(runs[name]) for name in runs)
+            print(f"{series:>5}  aarch64 floor, Image to first process   {floor:6.2f} s")
+            print(f"{series:>5}  aarch64 `vmtest ... true`, booted        {booted:6.2f} s"
+                  f"   {booted / floor:4.2f}x its floor")
+            print(f"{series:>5}  aarch64 `vmtest ... true`, restored      {restored:6.2f} s"
+                  f"   {restored / floor:4.2f}x its floor")
 
 
 def extracted_vmlinux(image):
@@ -345,7 +398,7 @@ def command_bench(reps, initramfs, accel):
 
 
 SECTIONS = ["builtin", "command", "boot", "pertest", "output", "wall", "nextest", "runner",
-            "memory"]
+            "memory", "arm64"]
 
 
 def main():
@@ -422,6 +475,9 @@ def main():
 
     if "runner" in only:
         runner_bench(reps)
+
+    if "arm64" in only:
+        arm64_bench(reps)
 
     for series in SERIES if "memory" in only else []:
         rss = median(idle_rss(binary, series) for _ in range(reps))

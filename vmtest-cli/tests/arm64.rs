@@ -1,6 +1,7 @@
 //! aarch64 guests on this x86-64 host, end to end, emulated by QEMU:
 //! Debian's arm64 6.1 and 6.12 kernels with a small arm64 root, through
-//! `--arch`, `-r`, `--exec` and `arch =` in a `vmtest.toml`, and a crate's
+//! `--arch`, `-r` and `--exec` (a program of the root's, by its host path),
+//! and `arch =` in a `vmtest.toml`, and a crate's
 //! plain tests cross-built for aarch64 with `vmtest --exec` as cargo's
 //! runner, one of them creating a BPF map through `bpf(2)`.
 //!
@@ -60,6 +61,33 @@ fn an_aarch64_guest_runs_a_command_in_its_root() {
             run.stdout.starts_with(&format!("aarch64\n{series}.")),
             "{}",
             run.stdout
+        );
+        run.assert_nothing_left();
+        // A program of the root's, by its host path, with its arguments.
+        let bash = root.join("bin/bash");
+        let run = vmtest_with(
+            dir.path(),
+            &[
+                "--arch",
+                "aarch64",
+                "-k",
+                kernel.to_str().unwrap(),
+                "-r",
+                root.to_str().unwrap(),
+                "--exec",
+                bash.to_str().unwrap(),
+                "-c",
+                r#"printf '[%s]' "$@"; uname -m; pwd; exit 3"#,
+                "bash",
+                "two words",
+                "--dash",
+            ],
+            &[("VMTEST_GUEST_AARCH64", &guest_build())],
+        );
+        assert_eq!(run.code(), Some(3));
+        assert_eq!(
+            run.stdout,
+            format!("[two words][--dash]aarch64\n{}\n", dir.path().display())
         );
         run.assert_nothing_left();
     }
