@@ -88,11 +88,25 @@ impl NextestRun {
             stat.rsplit_once(')')
                 .and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok())
         };
+        let fixture = fixture_binary().canonicalize().unwrap();
         marked
             .iter()
             .copied()
             .filter(|&pid| parent(pid).is_none_or(|parent| !marked.contains(&parent)))
+            .filter(|pid| {
+                std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|exe| exe == fixture)
+            })
             .collect()
+    }
+
+    /// What a process is, for a failure's message.
+    fn describe(pid: u32) -> String {
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        format!(
+            "{pid}: {:?} stat {stat:?}",
+            String::from_utf8_lossy(&cmdline).replace('\0', " ")
+        )
     }
 
     /// Waits for every pool of the run to end; returns how long it took.
@@ -192,9 +206,15 @@ fn concurrent_test_processes_start_one_pool() {
         })
         .collect();
     let mut pools = Vec::new();
+    let mut seen = Vec::new();
     for child in &mut children {
         while child.try_wait().unwrap().is_none() {
-            pools.extend(run.running_pools());
+            for pid in run.running_pools() {
+                if !pools.contains(&pid) {
+                    seen.push(NextestRun::describe(pid));
+                }
+                pools.push(pid);
+            }
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -208,7 +228,7 @@ fn concurrent_test_processes_start_one_pool() {
     }
     pools.sort_unstable();
     pools.dedup();
-    assert_eq!(pools.len(), 1, "pools started: {pools:?}");
+    assert_eq!(pools.len(), 1, "pools started: {seen:#?}");
     run.assert_nothing_left();
 }
 

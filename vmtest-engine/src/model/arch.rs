@@ -102,6 +102,30 @@ impl Arch {
         }
     }
 
+    /// Whether its machine boots disk images with a BIOS (else through UEFI).
+    pub(crate) fn has_bios(self) -> bool {
+        self == Arch::X86_64
+    }
+
+    /// Where Debian's `ovmf` (`qemu-efi-aarch64`) and other distributions
+    /// put its UEFI firmware.
+    pub(crate) fn uefi_firmware(self) -> &'static [&'static str] {
+        match self {
+            Arch::X86_64 => &[
+                "/usr/share/ovmf/OVMF.fd",
+                "/usr/share/OVMF/OVMF.fd",
+                "/usr/share/qemu/OVMF.fd",
+                "/usr/share/OVMF/OVMF_CODE.fd",
+                "/usr/share/edk2/ovmf/OVMF_CODE.fd",
+            ],
+            Arch::Aarch64 => &[
+                "/usr/share/qemu-efi-aarch64/QEMU_EFI.fd",
+                "/usr/share/AAVMF/AAVMF_CODE.fd",
+                "/usr/share/edk2/aarch64/QEMU_EFI.fd",
+            ],
+        }
+    }
+
     /// Where the host's dynamic libraries may be, for the host's loader in
     /// a guest whose root is not the host's.
     pub(crate) fn library_dirs(self) -> [&'static str; 6] {
@@ -135,6 +159,9 @@ mod tests {
         assert!(Arch::X86_64.kernel_args().contains(&"acpi=noirq"));
         assert!(Arch::Aarch64.kernel_args().is_empty());
         assert_eq!(Arch::Aarch64.library_dirs()[0], "/lib/aarch64-linux-gnu");
+        assert!(Arch::X86_64.has_bios() && !Arch::Aarch64.has_bios());
+        assert!(Arch::X86_64.uefi_firmware()[0].contains("OVMF"));
+        assert!(Arch::Aarch64.uefi_firmware()[0].contains("aarch64"));
         for arch in Arch::ALL {
             assert_eq!(Arch::from_name(arch.name()), Some(arch));
         }

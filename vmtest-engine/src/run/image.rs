@@ -44,14 +44,6 @@ const STDOUT_PORT: &str = "org.vmtest.stdout";
 const STDERR_PORT: &str = "org.vmtest.stderr";
 /// The 9p tag of the shared directory.
 const SHARE_TAG: &str = "vmtest_share0";
-/// Where Debian's `ovmf` and other distributions put UEFI firmware.
-const FIRMWARE: [&str; 5] = [
-    "/usr/share/ovmf/OVMF.fd",
-    "/usr/share/OVMF/OVMF.fd",
-    "/usr/share/qemu/OVMF.fd",
-    "/usr/share/OVMF/OVMF_CODE.fd",
-    "/usr/share/edk2/ovmf/OVMF_CODE.fd",
-];
 /// How often the command's status is asked for.
 const STATUS_EVERY: Duration = Duration::from_millis(50);
 /// After the command exits, its last output may still be on its way.
@@ -149,7 +141,9 @@ impl Session {
             path("stderr.sock"),
             path("qmp.sock"),
         );
-        let firmware_path = match (job.uefi, &job.firmware) {
+        // The `virt` board has no BIOS: its images boot through UEFI.
+        let uefi = job.uefi || !Arch::HOST.has_bios();
+        let firmware_path = match (uefi, &job.firmware) {
             (false, _) => None,
             (true, Some(path)) => Some(path.clone()),
             (true, None) => Some(default_firmware().ok_or(SetupError::NoFirmware)?),
@@ -432,7 +426,8 @@ fn image_format(image: &Path) -> &'static str {
 
 /// The first UEFI firmware installed.
 fn default_firmware() -> Option<PathBuf> {
-    FIRMWARE
+    Arch::HOST
+        .uefi_firmware()
         .iter()
         .map(PathBuf::from)
         .find(|path| path.is_file())
