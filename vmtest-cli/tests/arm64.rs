@@ -12,7 +12,6 @@
 mod support;
 
 use std::path::PathBuf;
-use std::process::Command;
 
 use support::*;
 
@@ -122,41 +121,28 @@ fn a_vmtest_toml_target_of_arch_aarch64_runs() {
 #[test]
 #[ignore = "needs scripts/setup-arm64.sh: run with --ignored"]
 fn cross_built_tests_run_in_aarch64_guests_with_vmtest_as_cargos_runner() {
-    let krate = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-    std::fs::create_dir(krate.path().join("src")).unwrap();
-    std::fs::write(
-        krate.path().join("Cargo.toml"),
-        "[package]\nname = \"cross\"\nversion = \"0.0.0\"\nedition = \"2021\"\n[workspace]\n",
-    )
-    .unwrap();
-    std::fs::write(krate.path().join("src/lib.rs"), CROSS_TESTS).unwrap();
     let runner = format!(
         "{} --arch aarch64 -k {} -r {} --exec",
         env!("CARGO_BIN_EXE_vmtest"),
         kernel("6.12").display(),
         arm64().join("root").display()
     );
-    let tmp = tempfile::tempdir().unwrap();
-    let output = Command::new(env!("CARGO"))
-        .args(["test", "--quiet", "--target", "aarch64-unknown-linux-gnu"])
-        .current_dir(krate.path())
-        .env("CARGO_TARGET_DIR", krate.path().join("target"))
-        .env(
-            "CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER",
-            "aarch64-linux-gnu-gcc",
-        )
-        .env("CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER", runner)
-        .env("VMTEST_GUEST_AARCH64", guest_build())
-        .env("TMPDIR", tmp.path())
-        .env("VMTEST_NO_UI", "1")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    eprintln!("--- stdout\n{stdout}--- stderr\n{stderr}");
-    assert!(output.status.success());
+    let guest_build = guest_build();
+    let stdout = cargo_test_with_runner(
+        "cross",
+        CROSS_TESTS,
+        "aarch64-unknown-linux-gnu",
+        &runner,
+        &["--target", "aarch64-unknown-linux-gnu"],
+        &[
+            (
+                "CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER",
+                "aarch64-linux-gnu-gcc",
+            ),
+            ("VMTEST_GUEST_AARCH64", guest_build.to_str().unwrap()),
+        ],
+    );
     assert!(stdout.contains("test result: ok. 3 passed"), "{stdout}");
-    support::common::assert_nothing_left_in(tmp.path());
 }
 
 /// A crate's plain tests, for an aarch64 guest: its architecture, its files

@@ -6,7 +6,6 @@
 mod support;
 
 use std::path::Path;
-use std::process::Command;
 
 use support::*;
 
@@ -71,16 +70,18 @@ fn a_program_killed_by_a_signal_exits_128_plus_it() {
 
 #[test]
 fn as_cargos_runner_a_crates_plain_tests_run_in_the_guest() {
-    let krate = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-    std::fs::create_dir(krate.path().join("src")).unwrap();
-    std::fs::write(
-        krate.path().join("Cargo.toml"),
-        "[package]\nname = \"plain\"\nversion = \"0.0.0\"\nedition = \"2021\"\n[workspace]\n",
-    )
-    .unwrap();
-    std::fs::write(
-        krate.path().join("src/lib.rs"),
-        r#"
+    let runner = format!(
+        "{} -k {} --exec",
+        env!("CARGO_BIN_EXE_vmtest"),
+        kernel("6.12").display()
+    );
+    let stdout = cargo_test_with_runner("plain", PLAIN_TESTS, &host_triple(), &runner, &[], &[]);
+    assert!(stdout.contains("test result: ok. 2 passed"), "{stdout}");
+}
+
+/// A crate's plain tests, asserting they run in a vmtest guest that sees
+/// the crate at its host path.
+const PLAIN_TESTS: &str = r#"
 #[cfg(test)]
 mod tests {
     /// Only vmtest's guests boot with this on the kernel's command line.
@@ -96,28 +97,4 @@ mod tests {
         assert_eq!(std::env::current_dir().unwrap(), std::path::Path::new(env!("CARGO_MANIFEST_DIR")));
     }
 }
-"#,
-    )
-    .unwrap();
-    let runner = format!(
-        "{} -k {} --exec",
-        env!("CARGO_BIN_EXE_vmtest"),
-        kernel("6.12").display()
-    );
-    let tmp = tempfile::tempdir().unwrap();
-    let output = Command::new(env!("CARGO"))
-        .args(["test", "--quiet"])
-        .current_dir(krate.path())
-        .env("CARGO_TARGET_DIR", krate.path().join("target"))
-        .env("CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER", runner)
-        .env("TMPDIR", tmp.path())
-        .env("VMTEST_NO_UI", "1")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    eprintln!("--- stdout\n{stdout}--- stderr\n{stderr}");
-    assert!(output.status.success());
-    assert!(stdout.contains("test result: ok. 2 passed"), "{stdout}");
-    support::common::assert_nothing_left_in(tmp.path());
-}
+"#;

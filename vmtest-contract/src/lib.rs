@@ -15,6 +15,28 @@ pub use boot::hex;
 /// (the init is std-only: no crates).
 pub const BOOT_SOURCE: &str = include_str!("boot.rs");
 
+/// Which contract a build speaks: a digest of the source of [`boot`] and
+/// [`messages`]. A host and a guest build of another architecture
+/// (`vmtest --arch`) work together only if they carry the same.
+pub const DIGEST: u64 = fnv1a(&[BOOT_SOURCE, include_str!("messages.rs")]);
+
+/// 64-bit FNV-1a over `texts`, at compile time.
+const fn fnv1a(texts: &[&str]) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut text = 0;
+    while text < texts.len() {
+        let bytes = texts[text].as_bytes();
+        let mut byte = 0;
+        while byte < bytes.len() {
+            hash ^= bytes[byte] as u64;
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+            byte += 1;
+        }
+        text += 1;
+    }
+    hash
+}
+
 /// Given to every job in the guest: the host directory the guest may write
 /// to, at the same path on both sides.
 pub const SHARED_DIR_VAR: &str = "VMTEST_SHARED_DIR";
@@ -27,6 +49,18 @@ mod tests {
 
     use super::boot::*;
     use super::messages::*;
+
+    #[test]
+    fn the_digest_is_fnv1a_of_the_contracts_source() {
+        // FNV-1a's published test vectors.
+        assert_eq!(super::fnv1a(&[]), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(super::fnv1a(&["a"]), 0xaf63_dc4c_8601_ec8c);
+        assert_eq!(super::fnv1a(&["foo", "bar"]), super::fnv1a(&["foobar"]));
+        assert_eq!(
+            super::DIGEST,
+            super::fnv1a(&[super::BOOT_SOURCE, include_str!("messages.rs")])
+        );
+    }
 
     #[test]
     fn boot_params_survive_the_round_trip_whatever_their_bytes() {

@@ -37,6 +37,17 @@ const INIT_LEN: usize = include_bytes!(concat!(env!("OUT_DIR"), "/vmtest-init"))
 /// The section of a binary linking this crate that holds its [`INIT`].
 pub const INIT_SECTION_NAME: &str = ".vmtest_init";
 
+/// The contract this guest speaks ([`vmtest_contract::DIGEST`], little
+/// endian), in a section of its own: a host of another architecture
+/// checks it before using a build of this crate for its guests.
+#[used]
+#[link_section = ".vmtest_contract"]
+static CONTRACT_SECTION: [u8; 8] = vmtest_contract::DIGEST.to_le_bytes();
+
+/// The section of a binary linking this crate that holds its contract's
+/// digest.
+pub const CONTRACT_SECTION_NAME: &str = ".vmtest_contract";
+
 /// Runs the test with the given path in the current process (a child forked
 /// from the server) and says how it went.
 pub type TestRunner = fn(&str) -> Verdict;

@@ -76,3 +76,54 @@ impl Run {
         common::assert_nothing_left_in(self.tmp.path());
     }
 }
+
+/// `cargo test ARGS` in a new crate named `name` whose `src/lib.rs` is
+/// `lib`, with `runner` as cargo's runner for `triple` and `vars` set;
+/// asserts that it passed and left nothing in its TMPDIR, and returns its
+/// output.
+pub fn cargo_test_with_runner(
+    name: &str,
+    lib: &str,
+    triple: &str,
+    runner: &str,
+    args: &[&str],
+    vars: &[(&str, &str)],
+) -> String {
+    let krate = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    std::fs::create_dir(krate.path().join("src")).unwrap();
+    std::fs::write(
+        krate.path().join("Cargo.toml"),
+        format!(
+            "[package]\nname = \"{name}\"\nversion = \"0.0.0\"\nedition = \"2021\"\n[workspace]\n"
+        ),
+    )
+    .unwrap();
+    std::fs::write(krate.path().join("src/lib.rs"), lib).unwrap();
+    let runner_var = format!(
+        "CARGO_TARGET_{}_RUNNER",
+        triple.to_uppercase().replace('-', "_")
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let output = Command::new(env!("CARGO"))
+        .args(["test", "--quiet"])
+        .args(args)
+        .current_dir(krate.path())
+        .env("CARGO_TARGET_DIR", krate.path().join("target"))
+        .env(runner_var, runner)
+        .env("TMPDIR", tmp.path())
+        .env("VMTEST_NO_UI", "1")
+        .envs(vars.iter().copied())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    eprintln!("--- stdout\n{stdout}--- stderr\n{stderr}");
+    assert!(output.status.success());
+    common::assert_nothing_left_in(tmp.path());
+    stdout
+}
+
+/// The host's Rust target triple, as cargo names it.
+pub fn host_triple() -> String {
+    format!("{}-unknown-linux-gnu", std::env::consts::ARCH)
+}

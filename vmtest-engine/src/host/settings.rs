@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::host::private::{self, PrivateDirError};
-use crate::model::accel::{self, AccelChoice};
+use crate::model::accel::{self, Accel, AccelChoice};
 use crate::model::arch::Arch;
 
 /// How long a VM may take to boot before it counts as hung.
@@ -119,6 +119,25 @@ impl Settings {
                 .collect(),
         })
     }
+
+    /// The QEMU for guests of `arch`, unless a VM names its own:
+    /// `VMTEST_QEMU`'s for the host's architecture, else the
+    /// architecture's own QEMU.
+    pub fn qemu_binary_for(&self, arch: Arch) -> &Path {
+        match arch == Arch::HOST {
+            true => &self.qemu_binary,
+            false => Path::new(arch.qemu_binary()),
+        }
+    }
+
+    /// The accelerator for guests of `arch`: another architecture's guests
+    /// are emulated.
+    pub fn accel_for(&self, arch: Arch) -> Accel {
+        match arch == Arch::HOST {
+            true => self.accel.accel,
+            false => Accel::Tcg,
+        }
+    }
 }
 
 pub(crate) fn invalid(var: &'static str, value: &str, expected: &'static str) -> SettingsError {
@@ -216,6 +235,20 @@ mod tests {
             PathBuf::from(Arch::HOST.qemu_binary())
         );
         assert!(!settings.verbose && !settings.boot_image_as_is);
+    }
+
+    #[test]
+    fn other_architectures_get_their_own_qemu_emulated() {
+        let settings = settings(&[("VMTEST_QEMU", "/opt/qemu"), ("VMTEST_ACCEL", "kvm")]).unwrap();
+        assert_eq!(settings.qemu_binary_for(Arch::HOST), Path::new("/opt/qemu"));
+        assert_eq!(settings.accel_for(Arch::HOST), Accel::Kvm);
+        for other in Arch::ALL.into_iter().filter(|&arch| arch != Arch::HOST) {
+            assert_eq!(
+                settings.qemu_binary_for(other),
+                Path::new(other.qemu_binary())
+            );
+            assert_eq!(settings.accel_for(other), Accel::Tcg);
+        }
     }
 
     #[test]

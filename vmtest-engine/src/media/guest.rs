@@ -53,6 +53,12 @@ pub enum GuestBuildError {
         arch: &'static str,
         reason: &'static str,
     },
+    #[error(
+        "{path} (from {var}) was built from another version of vmtest, whose guest speaks \
+         another protocol: rebuild it from the sources of this vmtest (scripts/setup.sh --arm64 \
+         does)"
+    )]
+    Stale { path: PathBuf, var: &'static str },
 }
 
 /// The programs of `arch`'s guests.
@@ -85,6 +91,10 @@ pub(crate) fn programs(settings: &Settings, arch: Arch) -> Result<GuestPrograms,
             arch: arch.name(),
             reason,
         },
+        Problem::Stale => GuestBuildError::Stale {
+            path: path.clone(),
+            var,
+        },
     })?;
     Ok(GuestPrograms {
         init: Arc::from(init),
@@ -95,6 +105,7 @@ pub(crate) fn programs(settings: &Settings, arch: Arch) -> Result<GuestPrograms,
 enum Problem {
     Unreadable(String),
     NotAGuestBuild(&'static str),
+    Stale,
 }
 
 /// The init a static `arch` build of vmtest carries.
@@ -116,20 +127,33 @@ fn init_of(build: &Path, arch: Arch) -> Result<Vec<u8>, Problem> {
     if dynamic {
         return Err(Problem::NotAGuestBuild("it needs a dynamic loader"));
     }
-    init_section(&elf)
+    let init = section(&elf, vmtest_guest::INIT_SECTION_NAME)?
+        .ok_or(Problem::NotAGuestBuild("it carries no guest init"))?;
+    speaks_this_contract(section(&elf, vmtest_guest::CONTRACT_SECTION_NAME)?.as_deref())?;
+    Ok(init)
 }
 
-/// The contents of the init's section.
-fn init_section<'data, R: object::ReadRef<'data>>(
+/// The contents of the section `name`, if there is one.
+fn section<'data, R: object::ReadRef<'data>>(
     elf: &object::File<'data, R>,
-) -> Result<Vec<u8>, Problem> {
-    let section = elf
-        .section_by_name(vmtest_guest::INIT_SECTION_NAME)
-        .ok_or(Problem::NotAGuestBuild("it carries no guest init"))?;
+    name: &str,
+) -> Result<Option<Vec<u8>>, Problem> {
+    let Some(section) = elf.section_by_name(name) else {
+        return Ok(None);
+    };
     section
         .data()
-        .map(<[u8]>::to_vec)
+        .map(|data| Some(data.to_vec()))
         .map_err(|error| Problem::Unreadable(error.to_string()))
+}
+
+/// Whether a build's contract section is this host's contract (builds
+/// from before the section speak another).
+fn speaks_this_contract(digest: Option<&[u8]>) -> Result<(), Problem> {
+    match digest {
+        Some(digest) if digest == vmtest_contract::DIGEST.to_le_bytes() => Ok(()),
+        _ => Err(Problem::Stale),
+    }
 }
 
 /// The ELF `e_machine` of `file`.
@@ -192,11 +216,27 @@ mod tests {
     }
 
     #[test]
-    fn the_init_is_read_from_its_section() {
-        // This test binary links vmtest-guest: its section is the init.
+    fn the_init_and_the_contract_are_read_from_their_sections() {
+        // This test binary links vmtest-guest: its sections are the init
+        // and this contract.
         let exe = std::fs::read(std::env::current_exe().unwrap()).unwrap();
         let elf = object::File::parse(&*exe).unwrap();
-        let init = init_section(&elf).ok().expect("the section is there");
-        assert_eq!(init, vmtest_guest::INIT);
+        let init = section(&elf, vmtest_guest::INIT_SECTION_NAME)
+            .ok()
+            .flatten();
+        assert_eq!(init.as_deref(), Some(vmtest_guest::INIT));
+        let digest = section(&elf, vmtest_guest::CONTRACT_SECTION_NAME)
+            .ok()
+            .flatten();
+        assert!(speaks_this_contract(digest.as_deref()).is_ok());
+        assert!(section(&elf, ".vmtest_none").is_ok_and(|none| none.is_none()));
+    }
+
+    #[test]
+    fn a_build_of_another_contract_is_stale() {
+        let other = (vmtest_contract::DIGEST ^ 1).to_le_bytes();
+        for digest in [Some(&other[..]), Some(&[][..]), None] {
+            assert!(matches!(speaks_this_contract(digest), Err(Problem::Stale)));
+        }
     }
 }

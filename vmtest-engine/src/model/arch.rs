@@ -126,6 +126,14 @@ impl Arch {
         }
     }
 
+    /// The Debian and Ubuntu package of its UEFI firmware.
+    pub fn uefi_package(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "ovmf",
+            Arch::Aarch64 => "qemu-efi-aarch64",
+        }
+    }
+
     /// Where the host's dynamic libraries may be, for the host's loader in
     /// a guest whose root is not the host's.
     pub(crate) fn library_dirs(self) -> [&'static str; 6] {
@@ -162,6 +170,8 @@ mod tests {
         assert!(Arch::X86_64.has_bios() && !Arch::Aarch64.has_bios());
         assert!(Arch::X86_64.uefi_firmware()[0].contains("OVMF"));
         assert!(Arch::Aarch64.uefi_firmware()[0].contains("aarch64"));
+        assert_eq!(Arch::X86_64.uefi_package(), "ovmf");
+        assert_eq!(Arch::Aarch64.uefi_package(), "qemu-efi-aarch64");
         for arch in Arch::ALL {
             assert_eq!(Arch::from_name(arch.name()), Some(arch));
         }

@@ -11,6 +11,7 @@ use crate::host::cache::CacheError;
 use crate::host::settings::SettingsError;
 use crate::media::guest::GuestBuildError;
 use crate::media::prepare::PrepareError;
+use crate::model::arch::Arch;
 use crate::model::death::VmLogs;
 use crate::model::shape::VmShape;
 use crate::model::splat::SplatPatternError;
@@ -50,10 +51,12 @@ pub enum SetupError {
         source: Box<DiskImageError>,
     },
     #[error(
-        "no UEFI firmware found: install OVMF (Debian/Ubuntu: apt-get install ovmf) or give \
-         `bios` in the target's [target.vm]"
+        "no UEFI firmware for {} found: install it (Debian/Ubuntu: apt-get install {}) or \
+         give `bios` in the target's [target.vm]",
+        arch.name(),
+        arch.uefi_package()
     )]
-    NoFirmware,
+    NoFirmware { arch: Arch },
     #[error("cannot tell which binary serves the guest, or the working directory")]
     Server(#[source] std::io::Error),
     #[error("the run was cancelled")]

@@ -56,6 +56,8 @@ pub struct ImageJob {
     pub name: String,
     /// The disk image (qcow2 or raw).
     pub image: PathBuf,
+    /// The architecture of the image's system.
+    pub arch: Arch,
     /// Boot through UEFI rather than BIOS.
     pub uefi: bool,
     /// UEFI firmware, instead of the system's OVMF.
@@ -142,11 +144,13 @@ impl Session {
             path("qmp.sock"),
         );
         // The `virt` board has no BIOS: its images boot through UEFI.
-        let uefi = job.uefi || !Arch::HOST.has_bios();
+        let uefi = job.uefi || !job.arch.has_bios();
         let firmware_path = match (uefi, &job.firmware) {
             (false, _) => None,
             (true, Some(path)) => Some(path.clone()),
-            (true, None) => Some(default_firmware().ok_or(SetupError::NoFirmware)?),
+            (true, None) => {
+                Some(default_firmware(job.arch).ok_or(SetupError::NoFirmware { arch: job.arch })?)
+            }
         };
         let exports: Vec<Export> = job
             .shared
@@ -159,8 +163,8 @@ impl Session {
             .collect();
         let args = command::arguments(&QemuConfig {
             machine: Machine {
-                arch: Arch::HOST,
-                accel: settings.accel.accel,
+                arch: job.arch,
+                accel: settings.accel_for(job.arch),
                 kvm_cpu: None,
                 cpus: job.cpus,
                 memory_mib: job.memory_mib,
@@ -180,7 +184,10 @@ impl Session {
             monitor_socket: &monitor,
             extra: &job.qemu_args,
         });
-        let binary = job.qemu_binary.as_ref().unwrap_or(&settings.qemu_binary);
+        let binary = match &job.qemu_binary {
+            Some(binary) => binary,
+            None => settings.qemu_binary_for(job.arch),
+        };
         let mut qemu = QemuProcess::spawn(binary, args, &path("qemu.log"))
             .map_err(|error| boot_error(DiskImageError::Spawn(error)))?;
         let deadline = Instant::now() + settings.boot_timeout;
@@ -424,10 +431,9 @@ fn image_format(image: &Path) -> &'static str {
     }
 }
 
-/// The first UEFI firmware installed.
-fn default_firmware() -> Option<PathBuf> {
-    Arch::HOST
-        .uefi_firmware()
+/// The first UEFI firmware for `arch` installed.
+fn default_firmware(arch: Arch) -> Option<PathBuf> {
+    arch.uefi_firmware()
         .iter()
         .map(PathBuf::from)
         .find(|path| path.is_file())

@@ -9,7 +9,6 @@ use vmtest_contract::boot::{BootParams, CONTROL_PORT};
 use crate::host::settings::Settings;
 use crate::media::prepared::BootMedia;
 use crate::model::accel::Accel;
-use crate::model::arch::Arch;
 use crate::model::shape::VmShape;
 use crate::qemu::command::{self, Export, Machine, QemuConfig};
 use crate::qemu::process;
@@ -78,22 +77,17 @@ impl BootSpec<'_> {
         })
     }
 
-    /// The QEMU binary this VM runs: the shape's, else `VMTEST_QEMU`'s for
-    /// the host's architecture, else the architecture's own QEMU.
+    /// The QEMU binary this VM runs: the shape's, else the settings'
+    /// for its architecture.
     pub(super) fn qemu_binary(&self) -> &Path {
-        match (&self.shape.qemu_binary, self.shape.arch == Arch::HOST) {
-            (Some(binary), _) => binary,
-            (None, true) => &self.settings.qemu_binary,
-            (None, false) => Path::new(self.shape.arch.qemu_binary()),
+        match &self.shape.qemu_binary {
+            Some(binary) => binary,
+            None => self.settings.qemu_binary_for(self.shape.arch),
         }
     }
 
-    /// The run's accelerator; another architecture's guests are emulated.
     fn accel(&self) -> Accel {
-        match self.shape.arch == Arch::HOST {
-            true => self.settings.accel.accel,
-            false => Accel::Tcg,
-        }
+        self.settings.accel_for(self.shape.arch)
     }
 
     /// The name of the snapshot this boot saves or restores: its QEMU
