@@ -1,12 +1,13 @@
 //! aarch64 guests on this x86-64 host, end to end, emulated by QEMU:
 //! Debian's arm64 6.1 and 6.12 kernels with a small arm64 root, through
 //! `--arch`, `-r` and `--exec` (a program of the root's, by its host path),
-//! and `arch =` in a `vmtest.toml`, and a crate's
-//! plain tests cross-built for aarch64 with `vmtest --exec` as cargo's
-//! runner, one of them creating a BPF map through `bpf(2)`.
+//! and `arch =` in a `vmtest.toml`; an arm64 disk image booted through UEFI;
+//! and a crate's plain tests cross-built for aarch64 with `vmtest --exec` as
+//! cargo's runner, one of them creating a BPF map through `bpf(2)`.
 //!
 //! Opt-in, as the setup fetches packages and cross-builds vmtest:
-//! `scripts/setup-arm64.sh && cargo test -p vmtest-cli --test arm64 -- --ignored`
+//! `scripts/setup-arm64.sh && scripts/build-image.sh --arch arm64 &&
+//! cargo test -p vmtest-cli --test arm64 -- --ignored`
 //! (`.ci/run` does).
 
 mod support;
@@ -116,6 +117,57 @@ fn a_vmtest_toml_target_of_arch_aarch64_runs() {
         "{}",
         run.stderr
     );
+}
+
+/// The arm64 disk image `scripts/build-image.sh --arch arm64` builds.
+fn image() -> PathBuf {
+    let image = arm64().join("debian-12.qcow2");
+    assert!(
+        image.is_file(),
+        "{} is missing: run scripts/build-image.sh --arch arm64",
+        image.display()
+    );
+    image
+}
+
+#[test]
+#[ignore = "needs scripts/setup-arm64.sh and scripts/build-image.sh --arch arm64: run with --ignored"]
+fn an_aarch64_disk_image_boots_through_uefi_and_runs_a_command_through_its_agent() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    std::fs::write(dir.path().join("from-host"), "shared\n").unwrap();
+    std::fs::write(
+        dir.path().join("vmtest.toml"),
+        format!(
+            "[[target]]\nname = \"arm image\"\nimage = \"{}\"\narch = \"aarch64\"\n\
+             command = \"uname -m; cat from-host; echo back > to-host; echo oops >&2; exit 3\"\n",
+            image().display()
+        ),
+    )
+    .unwrap();
+    let run = vmtest(dir.path(), &[]);
+    assert_eq!(run.code(), Some(3), "{}", run.stderr);
+    assert_eq!(run.stdout, "aarch64\nshared\n");
+    assert!(run.stderr.contains("oops\n"), "{}", run.stderr);
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("to-host")).unwrap(),
+        "back\n"
+    );
+    run.assert_nothing_left();
+    // The one-liner's `--arch` needs no root for an image: it brings its own.
+    std::fs::remove_file(dir.path().join("vmtest.toml")).unwrap();
+    let image = image();
+    let run = vmtest(
+        dir.path(),
+        &[
+            "--arch",
+            "aarch64",
+            "-i",
+            image.to_str().unwrap(),
+            "uname -m",
+        ],
+    );
+    assert_eq!((run.code(), run.stdout.as_str()), (Some(0), "aarch64\n"));
+    run.assert_nothing_left();
 }
 
 #[test]
