@@ -47,6 +47,14 @@ impl Arch {
         }
     }
 
+    /// The Debian and Ubuntu package of its QEMU.
+    pub fn qemu_package(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "qemu-system-x86",
+            Arch::Aarch64 => "qemu-system-arm",
+        }
+    }
+
     /// The variable naming a static build of the `vmtest` command for
     /// guests of this architecture, when it is not the host's.
     pub fn guest_build_var(self) -> &'static str {
@@ -158,6 +166,8 @@ mod tests {
     fn each_architecture_has_its_qemu_machine_and_console() {
         assert_eq!(Arch::X86_64.qemu_binary(), "qemu-system-x86_64");
         assert_eq!(Arch::Aarch64.qemu_binary(), "qemu-system-aarch64");
+        assert_eq!(Arch::X86_64.qemu_package(), "qemu-system-x86");
+        assert_eq!(Arch::Aarch64.qemu_package(), "qemu-system-arm");
         assert_eq!(Arch::X86_64.machine(), "pc");
         assert_eq!(Arch::X86_64.machine_name(), "pc");
         assert_eq!(Arch::Aarch64.machine_name(), "virt");

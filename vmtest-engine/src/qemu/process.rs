@@ -21,6 +21,7 @@ use rustix::process::{Pid, PidfdFlags, Signal, WaitId, WaitIdOptions};
 use parking_lot::Mutex;
 
 use crate::host::cancel::{self, Registration, Resource};
+use crate::model::arch::Arch;
 
 /// A running QEMU.
 pub(crate) struct QemuProcess {
@@ -35,17 +36,35 @@ pub(crate) struct QemuProcess {
 /// Why QEMU could not be started.
 #[derive(Debug, thiserror::Error)]
 pub enum SpawnError {
-    #[error(
-        "{binary} was not found: install QEMU (Debian/Ubuntu: apt-get install qemu-system-x86) \
-         or point VMTEST_QEMU at the binary"
-    )]
-    NotInstalled { binary: String },
+    #[error("{binary} was not found: {advice}")]
+    NotInstalled { binary: String, advice: String },
     #[error("could not start {binary}")]
     Failed {
         binary: String,
         #[source]
         source: io::Error,
     },
+}
+
+/// What to do about a missing QEMU `binary`: install the package of the
+/// architecture it is named after, else the host's (only the host's QEMU
+/// can be `VMTEST_QEMU`).
+fn install_advice(binary: &Path) -> String {
+    let name = binary.file_name().unwrap_or_default();
+    match Arch::ALL
+        .into_iter()
+        .find(|arch| name == arch.qemu_binary())
+    {
+        Some(arch) if arch != Arch::HOST => format!(
+            "install QEMU for {} guests (Debian/Ubuntu: apt-get install {})",
+            arch.name(),
+            arch.qemu_package()
+        ),
+        _ => format!(
+            "install QEMU (Debian/Ubuntu: apt-get install {}) or point VMTEST_QEMU at the binary",
+            Arch::HOST.qemu_package()
+        ),
+    }
 }
 
 /// Where `binary` is: as given if it names a path, else the first of that
@@ -95,6 +114,7 @@ impl QemuProcess {
             if source.kind() == io::ErrorKind::NotFound {
                 SpawnError::NotInstalled {
                     binary: binary.display().to_string(),
+                    advice: install_advice(binary),
                 }
             } else {
                 failed(source)
@@ -235,4 +255,35 @@ fn spawn_from_long_lived_thread(command: Command) -> io::Result<Child> {
     answer
         .recv()
         .map_err(|_| io::Error::other("the spawner thread is gone"))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_qemu_is_met_with_its_architectures_package() {
+        let host = install_advice(Path::new(Arch::HOST.qemu_binary()));
+        assert!(host.contains(Arch::HOST.qemu_package()), "{host}");
+        assert!(host.contains("VMTEST_QEMU"), "{host}");
+        for other in Arch::ALL.into_iter().filter(|&arch| arch != Arch::HOST) {
+            let path = Path::new("/usr/bin").join(other.qemu_binary());
+            let advice = install_advice(&path);
+            assert!(advice.contains(other.qemu_package()), "{advice}");
+            // VMTEST_QEMU is the host architecture's QEMU alone.
+            assert!(!advice.contains("VMTEST_QEMU"), "{advice}");
+        }
+        let error = SpawnError::NotInstalled {
+            binary: "/opt/qemu".into(),
+            advice: install_advice(Path::new("/opt/qemu")),
+        };
+        assert_eq!(
+            error.to_string(),
+            format!(
+                "/opt/qemu was not found: install QEMU (Debian/Ubuntu: apt-get install {}) or \
+                 point VMTEST_QEMU at the binary",
+                Arch::HOST.qemu_package()
+            )
+        );
+    }
 }
