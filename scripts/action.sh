@@ -108,7 +108,9 @@ source_digest() {
     )
 }
 
-build_key() {
+# The name of the command's build: the runner's system and architecture,
+# and the source it is built from.
+build_name() {
     local path version source
     path=$(input VMTEST_PATH)
     version=$(input VMTEST_VERSION)
@@ -121,9 +123,13 @@ build_key() {
     else
         source=action-$(source_digest "$SOURCE_DIR")
     fi
+    printf 'vmtest-command-%s-%s-%s' "${ImageOS:-linux}" "$(uname -m)" "$source"
+}
+
+build_key() {
     {
         printf 'build-dir=%s\n' "$(build_root)"
-        printf 'build-key=vmtest-command-%s-%s-%s\n' "${ImageOS:-linux}" "$(uname -m)" "$source"
+        printf 'build-key=%s\n' "$(build_name)"
     } >>"${GITHUB_OUTPUT:?GITHUB_OUTPUT is not set}"
 }
 
@@ -140,12 +146,18 @@ build() {
             die "vmtest-version needs GITHUB_ACTION_REPOSITORY (set when the action runs from a repository)"
         from=(--git "https://github.com/$GITHUB_ACTION_REPOSITORY" --rev "$version" vmtest-cli)
     fi
-    if [[ -x $root/bin/vmtest ]]; then
+    # The build directory outlives the job on a self-hosted runner, and a
+    # later step may ask for another source: its build is used only if it
+    # says it is of this one.
+    local name
+    name=$(build_name)
+    if [[ -x $root/bin/vmtest && -f $root/build-name && $(<"$root/build-name") == "$name" ]]; then
         log "vmtest from the Actions cache (built from the same source)"
     else
         # Quoted: an input printed as it is could start a workflow command line.
         log "building vmtest (cargo install --locked ${from[*]@Q})"
-        cargo install --locked --quiet --root "$root" "${from[@]}"
+        cargo install --locked --force --quiet --root "$root" "${from[@]}"
+        printf '%s\n' "$name" >"$root/build-name"
     fi
     if [[ -n ${GITHUB_PATH-} ]]; then
         printf '%s\n' "$root/bin" >>"$GITHUB_PATH"

@@ -343,13 +343,22 @@ fn a_partition_runs_its_share_under_nextest() {
 
 /// `scripts/action.sh build-key` for a build from `path`: what it writes.
 fn build_key(path: &Path) -> String {
+    build_outputs(Some(path))
+}
+
+/// What `action.sh build-key` gives, for a build of `path` (else of the
+/// action's own source).
+fn build_outputs(path: Option<&Path>) -> String {
     let dir = tempfile::tempdir().unwrap();
     let outputs = dir.path().join("outputs");
-    let status = Command::new(repo_root().join("scripts/action.sh"))
+    let mut command = Command::new(repo_root().join("scripts/action.sh"));
+    if let Some(path) = path {
+        command.env("VMTEST_ACTION_VMTEST_PATH", path);
+    }
+    let status = command
         .arg("build-key")
         .env("GITHUB_OUTPUT", &outputs)
         .env("XDG_CACHE_HOME", "/cache home")
-        .env("VMTEST_ACTION_VMTEST_PATH", path)
         .status()
         .unwrap();
     assert!(status.success());
@@ -372,42 +381,71 @@ fn the_command_is_built_once_per_source() {
         "{first}"
     );
     // Build output and documentation do not count; sources do.
-    write("target/debug/vmtest", "built");
+    write("target/debug/build/generated.rs", "built");
     write("README.md", "words");
     assert_eq!(build_key(source.path()), first);
     write("vmtest-cli/src/main.rs", "fn main() { println!(); }\n");
     assert_ne!(build_key(source.path()), first);
 
-    // A build the cache gave back is used as it is: cargo never runs.
+    // A build the cache gave back of the same source is used as it is:
+    // cargo never runs.
+    let name = build_outputs(None)
+        .lines()
+        .find_map(|line| line.strip_prefix("build-key="))
+        .unwrap()
+        .to_string();
     let stand_ins = StandIns::new();
     let cache = tempfile::tempdir().unwrap();
-    let bin = cache.path().join("vmtest-action/bin");
+    let root = cache.path().join("vmtest-action");
+    let bin = root.join("bin");
     std::fs::create_dir_all(&bin).unwrap();
     std::fs::write(bin.join("vmtest"), "#!/bin/sh\necho vmtest 0.1.0\n").unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(bin.join("vmtest"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(root.join("build-name"), format!("{name}\n")).unwrap();
     let github_path = cache.path().join("github-path");
-    let output = Command::new(repo_root().join("scripts/action.sh"))
-        .arg("build")
-        .env(
-            "PATH",
-            format!(
-                "{}:{}",
-                stand_ins.dir.path().join("bin").display(),
-                std::env::var("PATH").unwrap()
-            ),
-        )
-        .env("XDG_CACHE_HOME", cache.path())
-        .env("GITHUB_PATH", &github_path)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{stderr}");
+    let build = || {
+        let output = Command::new(repo_root().join("scripts/action.sh"))
+            .arg("build")
+            .env(
+                "PATH",
+                format!(
+                    "{}:{}",
+                    stand_ins.dir.path().join("bin").display(),
+                    std::env::var("PATH").unwrap()
+                ),
+            )
+            .env("XDG_CACHE_HOME", cache.path())
+            .env("GITHUB_PATH", &github_path)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        assert!(output.status.success(), "{stderr}");
+        stderr
+    };
+    let stderr = build();
     assert!(stderr.contains("from the Actions cache"), "{stderr}");
     assert!(!stand_ins.dir.path().join("record").exists(), "cargo ran");
     assert_eq!(
-        std::fs::read_to_string(github_path).unwrap(),
+        std::fs::read_to_string(&github_path).unwrap(),
         format!("{}\n", bin.display())
+    );
+    // A build of another source (a self-hosted runner's directory, an
+    // earlier step's vmtest-version) is built over.
+    std::fs::write(
+        root.join("build-name"),
+        "vmtest-command-linux-x86_64-ref-0\n",
+    )
+    .unwrap();
+    let stderr = build();
+    assert!(stderr.contains("building vmtest"), "{stderr}");
+    assert!(
+        stand_ins.dir.path().join("record").exists(),
+        "cargo did not run"
+    );
+    assert_eq!(
+        std::fs::read_to_string(root.join("build-name")).unwrap(),
+        format!("{name}\n")
     );
 }
 

@@ -12,14 +12,23 @@ use std::path::{Path, PathBuf};
 use object::read::ReadCache;
 use object::Object;
 
+/// A 64-bit ELF file read through a cache.
+pub(crate) type Elf<'data> =
+    object::read::elf::ElfFile64<'data, object::Endianness, &'data ReadCache<File>>;
+
 /// The dynamic loader an ELF binary names (`PT_INTERP`), if any.
 pub(crate) fn interpreter(binary: &Path) -> Option<PathBuf> {
     let file = File::open(binary).ok()?;
     let cache = ReadCache::new(file);
-    let elf = object::read::elf::ElfFile64::<object::Endianness, _>::parse(&cache).ok()?;
+    interpreter_of(&Elf::parse(&cache).ok()?)
+}
+
+/// The dynamic loader `elf` names (`PT_INTERP`), if any. (Read from the
+/// program headers: `object`'s segments have no names.)
+pub(crate) fn interpreter_of(elf: &Elf) -> Option<PathBuf> {
+    use object::read::elf::ProgramHeader;
+    let endian = elf.endian();
     elf.elf_program_headers().iter().find_map(|header| {
-        use object::read::elf::ProgramHeader;
-        let endian = elf.endian();
         if header.p_type(endian) != object::elf::PT_INTERP {
             return None;
         }

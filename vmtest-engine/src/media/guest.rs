@@ -11,9 +11,11 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use object::read::elf::FileHeader;
 use object::read::ReadCache;
-use object::{Object, ObjectSection, ObjectSegment};
+use object::{Object, ObjectSection};
 
+use super::elf::{self, Elf};
 use crate::host::settings::Settings;
 use crate::model::arch::Arch;
 
@@ -112,32 +114,30 @@ enum Problem {
 fn init_of(build: &Path, arch: Arch) -> Result<Vec<u8>, Problem> {
     let file = File::open(build).map_err(|error| Problem::Unreadable(error.to_string()))?;
     let cache = ReadCache::new(file);
-    let elf =
-        object::File::parse(&cache).map_err(|error| Problem::Unreadable(error.to_string()))?;
-    if elf_machine(&elf) != Some(arch.elf_machine()) {
-        return Err(Problem::NotAGuestBuild(
-            "it is a binary of another architecture",
-        ));
-    }
-    // In a guest whose root is another architecture's, a loader is found
-    // nowhere.
-    let dynamic = elf
-        .segments()
-        .any(|segment| segment.name().ok().flatten() == Some("PT_INTERP"));
-    if dynamic {
-        return Err(Problem::NotAGuestBuild("it needs a dynamic loader"));
-    }
+    let elf = Elf::parse(&cache).map_err(|error| Problem::Unreadable(error.to_string()))?;
+    is_static_build_for(&elf, arch)?;
     let init = section(&elf, vmtest_guest::INIT_SECTION_NAME)?
         .ok_or(Problem::NotAGuestBuild("it carries no guest init"))?;
     speaks_this_contract(section(&elf, vmtest_guest::CONTRACT_SECTION_NAME)?.as_deref())?;
     Ok(init)
 }
 
+/// Whether `elf` is of `arch` and needs no dynamic loader (in a guest
+/// whose root is another architecture's, a loader is found nowhere).
+fn is_static_build_for(elf: &Elf, arch: Arch) -> Result<(), Problem> {
+    if elf.elf_header().e_machine(elf.endian()) != arch.elf_machine() {
+        return Err(Problem::NotAGuestBuild(
+            "it is a binary of another architecture",
+        ));
+    }
+    if elf::interpreter_of(elf).is_some() {
+        return Err(Problem::NotAGuestBuild("it needs a dynamic loader"));
+    }
+    Ok(())
+}
+
 /// The contents of the section `name`, if there is one.
-fn section<'data, R: object::ReadRef<'data>>(
-    elf: &object::File<'data, R>,
-    name: &str,
-) -> Result<Option<Vec<u8>>, Problem> {
+fn section(elf: &Elf, name: &str) -> Result<Option<Vec<u8>>, Problem> {
     let Some(section) = elf.section_by_name(name) else {
         return Ok(None);
     };
@@ -153,15 +153,6 @@ fn speaks_this_contract(digest: Option<&[u8]>) -> Result<(), Problem> {
     match digest {
         Some(digest) if digest == vmtest_contract::DIGEST.to_le_bytes() => Ok(()),
         _ => Err(Problem::Stale),
-    }
-}
-
-/// The ELF `e_machine` of `file`.
-fn elf_machine<'data, R: object::ReadRef<'data>>(file: &object::File<'data, R>) -> Option<u16> {
-    match file.architecture() {
-        object::Architecture::X86_64 => Some(object::elf::EM_X86_64),
-        object::Architecture::Aarch64 => Some(object::elf::EM_AARCH64),
-        _ => None,
     }
 }
 
@@ -216,11 +207,24 @@ mod tests {
     }
 
     #[test]
+    fn a_dynamic_build_of_the_right_architecture_is_refused() {
+        // This test binary is of the host's architecture, and dynamic.
+        let file = File::open(std::env::current_exe().unwrap()).unwrap();
+        let cache = ReadCache::new(file);
+        let elf = Elf::parse(&cache).unwrap();
+        assert!(matches!(
+            is_static_build_for(&elf, Arch::HOST),
+            Err(Problem::NotAGuestBuild("it needs a dynamic loader"))
+        ));
+    }
+
+    #[test]
     fn the_init_and_the_contract_are_read_from_their_sections() {
         // This test binary links vmtest-guest: its sections are the init
         // and this contract.
-        let exe = std::fs::read(std::env::current_exe().unwrap()).unwrap();
-        let elf = object::File::parse(&*exe).unwrap();
+        let file = File::open(std::env::current_exe().unwrap()).unwrap();
+        let cache = ReadCache::new(file);
+        let elf = Elf::parse(&cache).unwrap();
         let init = section(&elf, vmtest_guest::INIT_SECTION_NAME)
             .ok()
             .flatten();
