@@ -59,10 +59,19 @@ install() {
     esac
     command -v qemu-ga >/dev/null || [[ -x /usr/sbin/qemu-ga ]] || missing+=(qemu-guest-agent)
     # UEFI firmware is only recommended by QEMU's package, which recommends
-    # are not installed with.
-    if [[ $(input UEFI) == true ]]; then
-        [[ -e /usr/share/ovmf/OVMF.fd || -e /usr/share/OVMF/OVMF_CODE.fd ]] || missing+=(ovmf)
-    fi
+    # are not installed with. The `virt` board of aarch64 runners has no
+    # BIOS: its images always boot through UEFI.
+    case $(uname -m) in
+        aarch64)
+            if [[ -n $(input IMAGE) ]]; then
+                [[ -e /usr/share/qemu-efi-aarch64/QEMU_EFI.fd || -e /usr/share/AAVMF/AAVMF_CODE.fd ]] ||
+                    missing+=(qemu-efi-aarch64)
+            fi ;;
+        *)
+            if [[ $(input UEFI) == true ]]; then
+                [[ -e /usr/share/ovmf/OVMF.fd || -e /usr/share/OVMF/OVMF_CODE.fd ]] || missing+=(ovmf)
+            fi ;;
+    esac
     if [[ ${#missing[@]} -gt 0 ]]; then
         log "installing ${missing[*]}"
         as_root apt-get update -qq

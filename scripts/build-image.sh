@@ -39,7 +39,8 @@
 #
 # Usage: scripts/build-image.sh [--arch amd64|arm64] [OUTPUT.qcow2]
 #   default output: kernels/debian-12.qcow2 (amd64),
-#                   kernels/arm64/debian-12.qcow2 (arm64)
+#                   kernels/arm64/debian-12.qcow2 (arm64),
+#                   under $VMTEST_KERNELS_DIR rather than kernels/ if set
 # Needs root (mmdebstrap installs the packages as root; the unpacked arm64
 # root must be owned by root) and, installed where missing:
 #   both:  mtools dosfstools e2fsprogs fdisk qemu-utils
@@ -52,12 +53,14 @@
 set -euo pipefail
 
 SCRIPT_DIR=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd -P)
+# Where scripts/setup.sh puts the kernels, and the tests look.
+KERNELS_DIR=${VMTEST_KERNELS_DIR:-$SCRIPT_DIR/../kernels}
 SUITE=bookworm
 ESP_MIB=96
 
 log() { printf '==> %s\n' "$*"; }
 die() { printf 'build-image.sh: error: %s\n' "$*" >&2; exit 1; }
-usage() { sed -n 's/^# \{0,1\}//; /^Usage:/,/^ *kernels\/arm64/p' "${BASH_SOURCE[0]}"; }
+usage() { sed -n 's/^# \{0,1\}//; /^Usage:/,/^ *under/p' "${BASH_SOURCE[0]}"; }
 
 ARCH=amd64
 OUTPUT=
@@ -75,7 +78,7 @@ done
 case $ARCH in
     amd64|x86_64)
         ARCH=amd64
-        OUTPUT=${OUTPUT:-$SCRIPT_DIR/../kernels/debian-12.qcow2}
+        OUTPUT=${OUTPUT:-$KERNELS_DIR/debian-12.qcow2}
         # Bump when the recipe changes the image.
         RECIPE=1
         PACKAGES=systemd,systemd-sysv,udev,linux-image-amd64,initramfs-tools,qemu-guest-agent,kmod,procps
@@ -83,7 +86,7 @@ case $ARCH in
         ;;
     arm64|aarch64)
         ARCH=arm64
-        OUTPUT=${OUTPUT:-$SCRIPT_DIR/../kernels/arm64/debian-12.qcow2}
+        OUTPUT=${OUTPUT:-$KERNELS_DIR/arm64/debian-12.qcow2}
         # Bump the number when the recipe changes the image.
         RECIPE=arm64-1
         # The root's packages; apt adds what they depend on. usr-is-merged

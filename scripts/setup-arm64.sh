@@ -38,7 +38,7 @@ die()  { printf 'setup-arm64.sh: error: %s\n' "$*" >&2; exit 1; }
 
 as_root() { if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi; }
 
-[[ $(uname -m) == x86_64 ]] || die "this prepares x86_64 hosts for aarch64 guests; on an aarch64 host, guests are native: use scripts/setup.sh"
+[[ $(uname -m) == x86_64 ]] || die "this prepares x86_64 hosts for aarch64 guests; on an aarch64 host, guests are native: install qemu-system-arm and qemu-efi-aarch64, and give arm64 kernels"
 
 CLEANUP=()
 cleanup() { local p; for p in "${CLEANUP[@]}"; do rm -rf -- "$p"; done; }

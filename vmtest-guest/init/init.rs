@@ -137,12 +137,12 @@ use sys::{MS_BIND, MS_MOVE, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_RDONLY};
 
 /// Where the host root is mounted before the switch.
 const NEWROOT: &str = "/newroot";
-/// The 9p options of the root and the shares. The root caches (it is
-/// read-only and lives for one run: `cache=loose` makes a second exec of a
-/// library-heavy program 4-5x faster); shares do not (the host may write).
 /// With an overlay root: where the shared root is, and the tmpfs on it.
 const OVERLAY_LOWER: &str = "/overlay/lower";
 const OVERLAY_UPPER: &str = "/overlay/rw";
+/// The 9p options of the root and the shares. The root caches (it is
+/// read-only and lives for one run: `cache=loose` makes a second exec of a
+/// library-heavy program 4-5x faster); shares do not (the host may write).
 const ROOT_9P_OPTIONS: &str = "trans=virtio,version=9p2000.L,msize=512000,cache=loose";
 const SHARE_9P_OPTIONS: &str = "trans=virtio,version=9p2000.L,msize=512000,cache=none";
 /// How long devices that appear asynchronously may take (bounded: a boot

@@ -3,6 +3,7 @@
 //! down before the process exits with libtest's code.
 
 use std::collections::BTreeSet;
+use std::io::IsTerminal;
 use std::sync::Arc;
 
 use libtest_mimic::{Arguments, Conclusion, Failed, Trial};
@@ -38,6 +39,7 @@ fn run(args: &Arguments, trial: Vec<KernelTrial>) -> Conclusion {
     let reporter = Arc::new(LibtestReporter {
         nocapture: args.nocapture,
         verbose: settings.as_ref().is_ok_and(|settings| settings.verbose),
+        terminal: std::io::stderr().is_terminal(),
     });
     // Tests the name filters leave out are not resolved (no kernel is
     // fetched for them), only counted as libtest counts them. (`--ignored`

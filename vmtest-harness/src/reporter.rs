@@ -2,7 +2,7 @@
 //! libtest's own lines (which libtest-mimic prints). Notices go to stderr;
 //! with `--nocapture`, tests' output goes where they wrote it, as it comes.
 
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 
 use vmtest_engine::{Event, Reporter, Stream};
 
@@ -11,6 +11,8 @@ pub(crate) struct LibtestReporter {
     pub nocapture: bool,
     /// `VMTEST_VERBOSE`: say how long each boot and each test took.
     pub verbose: bool,
+    /// Whether stderr is a terminal (asked once, not per event).
+    pub terminal: bool,
 }
 
 impl LibtestReporter {
@@ -31,7 +33,7 @@ impl Reporter for LibtestReporter {
                 };
             }
             _ => {
-                if let Some(notice) = notice(event, self.verbose, std::io::stderr().is_terminal()) {
+                if let Some(notice) = notice(event, self.verbose, self.terminal) {
                     eprint!("{notice}");
                 }
             }

@@ -120,13 +120,14 @@ impl Settings {
         })
     }
 
-    /// The QEMU for guests of `arch`, unless a VM names its own:
-    /// `VMTEST_QEMU`'s for the host's architecture, else the
-    /// architecture's own QEMU.
-    pub fn qemu_binary_for(&self, arch: Arch) -> &Path {
-        match arch == Arch::HOST {
-            true => &self.qemu_binary,
-            false => Path::new(arch.qemu_binary()),
+    /// The QEMU for a VM of `arch`: the one it names (`named`), else
+    /// `VMTEST_QEMU`'s for the host's architecture, else the architecture's
+    /// own QEMU.
+    pub fn qemu_binary_for<'a>(&'a self, arch: Arch, named: Option<&'a Path>) -> &'a Path {
+        match (named, arch == Arch::HOST) {
+            (Some(binary), _) => binary,
+            (None, true) => &self.qemu_binary,
+            (None, false) => Path::new(arch.qemu_binary()),
         }
     }
 
@@ -240,11 +241,14 @@ mod tests {
     #[test]
     fn other_architectures_get_their_own_qemu_emulated() {
         let settings = settings(&[("VMTEST_QEMU", "/opt/qemu"), ("VMTEST_ACCEL", "kvm")]).unwrap();
-        assert_eq!(settings.qemu_binary_for(Arch::HOST), Path::new("/opt/qemu"));
+        assert_eq!(
+            settings.qemu_binary_for(Arch::HOST, None),
+            Path::new("/opt/qemu")
+        );
         assert_eq!(settings.accel_for(Arch::HOST), Accel::Kvm);
         for other in Arch::ALL.into_iter().filter(|&arch| arch != Arch::HOST) {
             assert_eq!(
-                settings.qemu_binary_for(other),
+                settings.qemu_binary_for(other, None),
                 Path::new(other.qemu_binary())
             );
             assert_eq!(settings.accel_for(other), Accel::Tcg);

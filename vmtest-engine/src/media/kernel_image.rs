@@ -10,7 +10,7 @@
 //! too.
 
 use std::fs::File;
-use std::io::{self, Read};
+use std::io::{self, BufRead, BufReader, Read};
 use std::path::Path;
 
 use super::bzimage;
@@ -48,19 +48,26 @@ pub(crate) fn format(image: &Path) -> Result<Format, KernelImageError> {
 
 /// The image's bytes, decompressed if it is gzip-compressed.
 fn open(image: &Path) -> Result<Box<dyn Read>, KernelImageError> {
-    let mut file = File::open(image).map_err(read_error(image))?;
-    let mut magic = [0u8; 2];
-    let read = read_up_to(&mut file, &mut magic).map_err(read_error(image))?;
     let file = File::open(image).map_err(read_error(image))?;
-    Ok(match (read, magic) {
-        (2, [0x1f, 0x8b]) => Box::new(flate2::read::GzDecoder::new(file)),
-        _ => Box::new(file),
+    let mut file = BufReader::new(file);
+    let gzip = file
+        .fill_buf()
+        .map_err(read_error(image))?
+        .starts_with(&[0x1f, 0x8b]);
+    Ok(match gzip {
+        true => Box::new(flate2::bufread::GzDecoder::new(file)),
+        false => Box::new(file),
     })
 }
 
 /// Reads the kernel release from the image at `path`.
 pub fn kernel_version(image: &Path) -> Result<String, KernelImageError> {
-    match format(image)? {
+    release(image, format(image)?)
+}
+
+/// The kernel release of the image at `path`, whose format is known.
+pub(crate) fn release(image: &Path, format: Format) -> Result<String, KernelImageError> {
+    match format {
         Format::BzImage => bzimage::kernel_version(image),
         Format::Arm64Image => banner_release(image),
     }

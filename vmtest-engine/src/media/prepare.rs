@@ -77,9 +77,14 @@ pub(crate) fn prepare(
             guest_arch: shape.arch.name(),
         });
     }
-    let version = kernel_image::kernel_version(image)?;
+    let version = kernel_image::release(image, format)?;
     let modules_dir = modules::locate(image, &version, shape.modules.as_deref())?;
-    let key = prepared::key(image, modules_dir.as_deref(), init, as_is);
+    // Only a root other than the host's may become an overlay.
+    let optional = match shape.root == Path::new("/") {
+        true => &[][..],
+        false => OPTIONAL_GUEST_MODULES,
+    };
+    let key = prepared::key(image, modules_dir.as_deref(), optional, init, as_is);
     if let Some(media) = key
         .as_deref()
         .and_then(|key| prepared::find(cache_dir, key))
@@ -87,11 +92,9 @@ pub(crate) fn prepare(
         return Ok(media);
     }
     let needed = match modules_dir {
-        Some(dir) => modules::resolve(
-            &ModuleIndex::load(&dir, &version)?,
-            GUEST_MODULES,
-            OPTIONAL_GUEST_MODULES,
-        )?,
+        Some(dir) => {
+            modules::resolve(&ModuleIndex::load(&dir, &version)?, GUEST_MODULES, optional)?
+        }
         // Nothing to load: the kernel must have 9p and virtio built in, and
         // if it has not, the init says so.
         None => Vec::new(),

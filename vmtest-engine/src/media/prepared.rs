@@ -22,16 +22,21 @@ pub(crate) struct BootMedia {
 }
 
 /// The name of the record for media made from `image`, with its modules in
-/// `modules`; `None` if a file cannot be looked at.
+/// `modules` (and those of `optional_modules` it has); `None` if a file
+/// cannot be looked at.
 pub(super) fn key(
     image: &Path,
     modules: Option<&Path>,
+    optional_modules: &[&str],
     init: &[u8],
     as_is: bool,
 ) -> Option<String> {
     let mut digest = Sha256::new();
     digest.update(Sha256::digest(init));
     digest.update([u8::from(as_is)]);
+    for module in optional_modules {
+        digest.update(format!("{module}\0"));
+    }
     for path in std::iter::once(image).chain(modules) {
         let path = fs::canonicalize(path).ok()?;
         let metadata = fs::metadata(&path).ok()?;
@@ -95,7 +100,7 @@ mod tests {
             initramfs: cache.path().join("initramfs"),
         };
         fs::write(&media.initramfs, "cpio").unwrap();
-        let key = key(&image, None, b"init", false).unwrap();
+        let key = key(&image, None, &[], b"init", false).unwrap();
         assert!(find(cache.path(), &key).is_none());
         remember(cache.path(), &key, &media);
         let found = find(cache.path(), &key).unwrap();
@@ -103,19 +108,26 @@ mod tests {
             (found.kernel, found.initramfs),
             (media.kernel.clone(), media.initramfs.clone())
         );
-        assert_ne!(Some(&key), super::key(&image, None, b"init", true).as_ref());
         assert_ne!(
             Some(&key),
-            super::key(&image, None, b"other init", false).as_ref()
+            super::key(&image, None, &[], b"init", true).as_ref()
         );
         assert_ne!(
             Some(&key),
-            super::key(&image, Some(cache.path()), b"init", false).as_ref()
+            super::key(&image, None, &[], b"other init", false).as_ref()
+        );
+        assert_ne!(
+            Some(&key),
+            super::key(&image, Some(cache.path()), &[], b"init", false).as_ref()
+        );
+        assert_ne!(
+            Some(&key),
+            super::key(&image, None, &["overlay"], b"init", false).as_ref()
         );
         fs::write(&image, "another kernel").unwrap();
         assert_ne!(
             Some(&key),
-            super::key(&image, None, b"init", false).as_ref()
+            super::key(&image, None, &[], b"init", false).as_ref()
         );
         // Media that are gone are made again.
         fs::remove_file(&media.initramfs).unwrap();

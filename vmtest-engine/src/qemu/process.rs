@@ -20,6 +20,7 @@ use rustix::process::{Pid, PidfdFlags, Signal, WaitId, WaitIdOptions};
 
 use parking_lot::Mutex;
 
+use super::monitor::Monitor;
 use crate::host::cancel::{self, Registration, Resource};
 use crate::model::arch::Arch;
 
@@ -32,6 +33,9 @@ pub(crate) struct QemuProcess {
     /// Until QEMU is reaped.
     registration: Option<Registration>,
 }
+
+/// How long QEMU may take to exit once asked to quit.
+const QUIT_GRACE: Duration = Duration::from_secs(3);
 
 /// Why QEMU could not be started.
 #[derive(Debug, thiserror::Error)]
@@ -174,6 +178,19 @@ impl QemuProcess {
                 None => thread::sleep(left.min(Duration::from_millis(5))),
             }
         }
+    }
+
+    /// Asks QEMU to quit through its `monitor`, if it has one, gives it a
+    /// moment, then makes sure it is gone. (The guest's root is read-only
+    /// and its shares are written through: nothing is lost by not shutting
+    /// the guest down first.)
+    pub(crate) fn stop(&mut self, monitor: Option<Monitor>) {
+        if let Some(mut monitor) = monitor {
+            if monitor.quit().is_ok() {
+                self.wait_for_exit(QUIT_GRACE);
+            }
+        }
+        self.kill();
     }
 
     /// Kills QEMU's process group and reaps QEMU.

@@ -31,8 +31,6 @@ pub enum SetupError {
         #[source]
         source: Box<PrepareError>,
     },
-    #[error("cannot start QEMU")]
-    Spawn(#[from] SpawnError),
     #[error("the VM for {shape} did not come up")]
     Boot {
         shape: Arc<VmShape>,

@@ -184,10 +184,7 @@ impl Session {
             monitor_socket: &monitor,
             extra: &job.qemu_args,
         });
-        let binary = match &job.qemu_binary {
-            Some(binary) => binary,
-            None => settings.qemu_binary_for(job.arch),
-        };
+        let binary = settings.qemu_binary_for(job.arch, job.qemu_binary.as_deref());
         let mut qemu = QemuProcess::spawn(binary, args, &path("qemu.log"))
             .map_err(|error| boot_error(DiskImageError::Spawn(error)))?;
         let deadline = Instant::now() + settings.boot_timeout;
@@ -347,12 +344,7 @@ impl Session {
 
 impl Drop for Session {
     fn drop(&mut self) {
-        if let Some(mut monitor) = self.monitor.take() {
-            if monitor.quit().is_ok() {
-                self.qemu.wait_for_exit(Duration::from_secs(3));
-            }
-        }
-        self.qemu.kill();
+        self.qemu.stop(self.monitor.take());
         for stream in self.streams.drain(..) {
             let _ = stream.join();
         }

@@ -27,8 +27,6 @@ use super::spec::{BootSpec, Paths};
 /// than a boot's timeout, so that a snapshot gone bad costs little before
 /// the VM is booted instead.
 const RESTORE_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long QEMU may take to quit when asked.
-const QUIT_GRACE: Duration = Duration::from_secs(3);
 
 /// A VM with a ready test server.
 pub(crate) struct Vm {
@@ -93,14 +91,8 @@ impl Vm {
         self.guest
             .link
             .update(|state| state.phase = Phase::Stopping);
-        if let Some(mut monitor) = self.monitor.lock().take() {
-            // The guest's root is read-only and its shares are written
-            // through: nothing is lost by not shutting the guest down first.
-            if monitor.quit().is_ok() {
-                self.guest.qemu().wait_for_exit(QUIT_GRACE);
-            }
-        }
-        self.guest.qemu().kill();
+        let monitor = self.monitor.lock().take();
+        self.guest.qemu().stop(monitor);
         if let Some(profiles) = self.profiles.lock().take() {
             if let Err(error) = profiles.collect() {
                 self.guest.reporter.report(&Event::ProfilesLost {

@@ -77,13 +77,10 @@ impl BootSpec<'_> {
         })
     }
 
-    /// The QEMU binary this VM runs: the shape's, else the settings'
-    /// for its architecture.
+    /// The QEMU binary this VM runs.
     pub(super) fn qemu_binary(&self) -> &Path {
-        match &self.shape.qemu_binary {
-            Some(binary) => binary,
-            None => self.settings.qemu_binary_for(self.shape.arch),
-        }
+        self.settings
+            .qemu_binary_for(self.shape.arch, self.shape.qemu_binary.as_deref())
     }
 
     fn accel(&self) -> Accel {
