@@ -256,8 +256,17 @@ fn the_pool_ends_with_its_runner() {
         }
         shell
     };
-    let status = runner.status().unwrap();
+    let mut runner = runner.spawn().unwrap();
+    let mut pool_seen = false;
+    let status = loop {
+        pool_seen |= !run.running_pools().is_empty();
+        if let Some(status) = runner.try_wait().unwrap() {
+            break status;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
     assert!(status.success());
+    assert!(pool_seen, "the test ran without a pool");
     // Well before the pool would end for having nothing to do.
     let lingered = run.wait_for_the_pools();
     assert!(
